@@ -1,0 +1,3 @@
+"""finetune: instruction and chain-of-thought finetuning that tells you whether it helped."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Datasets: sources, formats, built-in generators, tokenization with loss masks."""

@@ -1,0 +1,1 @@
+"""Evaluation: tasks, harness, answer extraction, base-vs-finetuned comparison."""

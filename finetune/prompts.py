@@ -1,0 +1,100 @@
+"""Prompt templates: one renderer for training and evaluation alike.
+
+A template is a small YAML file in prompts/ (or any path):
+
+    wrap: chat            # chat: the tokenizer's chat template; raw: plain text
+    system: null          # optional system message (chat) or preamble (raw)
+    user: "{prompt}"      # how the user prompt is written; {prompt} is the example's prompt
+    exemplars: null       # optional file of few-shot exemplars, inserted as {exemplars}
+
+Training renders (prompt, completion) with `render_prompt` + `render_completion`; the eval
+harness renders the very same `render_prompt`, so a model is evaluated with the prompt it
+was trained on. The template's source text is saved in each run directory.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from finetune.resources import resource_dir
+
+WRAPS = ("chat", "raw")
+
+
+class TemplateError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    wrap: str = "chat"
+    user: str = "{prompt}"
+    system: str | None = None
+    exemplars: str | None = None  # text of the exemplars, already read from its file
+    source: str = ""  # the YAML text, saved into run directories
+
+    def user_text(self, prompt: str) -> str:
+        return self.user.replace("{exemplars}", self.exemplars or "").replace("{prompt}", prompt)
+
+
+def available_templates() -> list[str]:
+    return sorted(p.stem for p in resource_dir("prompts").glob("*.yaml"))
+
+
+def load_template(name_or_path: str) -> Template:
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = resource_dir("prompts") / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise TemplateError(f"unknown prompt template {name_or_path!r}; accepted: a YAML file path or one of "
+                            f"{', '.join(available_templates())}")
+    source = path.read_text(encoding="utf-8")
+    spec = yaml.safe_load(source) or {}
+    allowed = {"wrap", "user", "system", "exemplars", "description"}
+    unknown = set(spec) - allowed
+    if unknown:
+        raise TemplateError(f"{path}: unknown key(s) {sorted(unknown)}; accepted: {sorted(allowed)}")
+    if spec.get("wrap", "chat") not in WRAPS:
+        raise TemplateError(f"{path}: wrap must be one of {WRAPS}, got {spec.get('wrap')!r}")
+    if "{prompt}" not in spec.get("user", "{prompt}"):
+        raise TemplateError(f"{path}: 'user' must contain the placeholder {{prompt}}")
+    exemplars = None
+    if spec.get("exemplars"):
+        ex_path = (path.parent / spec["exemplars"])
+        if not ex_path.is_file():
+            raise TemplateError(f"{path}: exemplars file {ex_path} does not exist")
+        exemplars = ex_path.read_text(encoding="utf-8")
+    return Template(name=path.stem, wrap=spec.get("wrap", "chat"), user=spec.get("user", "{prompt}"),
+                    system=spec.get("system"), exemplars=exemplars, source=source)
+
+
+def _chat(template: Template, tokenizer, turns: list[dict], add_generation_prompt: bool) -> str:
+    if not getattr(tokenizer, "chat_template", None):
+        raise TemplateError(f"template {template.name!r} wraps prompts in the model's chat template, but the "
+                            "tokenizer has none; use a raw template such as 'plain' or 'alpaca'")
+    messages = ([{"role": "system", "content": template.system}] if template.system else []) + turns
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def render_prompt(template: Template, tokenizer, prompt: str) -> str:
+    """The exact text the model sees before it starts its answer."""
+    user = template.user_text(prompt)
+    if template.wrap == "raw":
+        return (template.system or "") + user
+    return _chat(template, tokenizer, [{"role": "user", "content": user}], add_generation_prompt=True)
+
+
+def render_completion(template: Template, tokenizer, prompt: str, completion: str) -> str:
+    """The text that follows `render_prompt(...)`, ending with the end-of-turn / EOS token."""
+    if template.wrap == "raw":
+        return completion + tokenizer.eos_token
+    head = render_prompt(template, tokenizer, prompt)
+    user = template.user_text(prompt)
+    full = _chat(template, tokenizer, [{"role": "user", "content": user},
+                                       {"role": "assistant", "content": completion}], add_generation_prompt=False)
+    if not full.startswith(head):
+        raise TemplateError(f"template {template.name!r}: the chat template does not render the prompt as a "
+                            "prefix of prompt + answer, so the loss mask would be wrong")
+    return full[len(head):]
