@@ -107,11 +107,12 @@ def trainable_table(model: nn.Module) -> dict:
         if id(p) in seen:
             continue
         seen.add(id(p))
-        group = block_of.get(id(p), "other")
+        group = block_of.get(id(p)) or name.rsplit(".", 1)[0].removeprefix("base_model.model.")
         r = rows.setdefault(group, {"trainable": 0, "total": 0})
         r["total"] += p.numel()
         r["trainable"] += p.numel() if p.requires_grad else 0
-    ordered = [f"block {i}" for i in range(len(blocks))] + (["other"] if "other" in rows else [])
+    ordered = [f"block {i}" for i in range(len(blocks))]
+    ordered += [g for g in rows if g not in ordered]
     total = sum(r["total"] for r in rows.values())
     trainable = sum(r["trainable"] for r in rows.values())
     return {"blocks_module": blocks_name, "rows": [{"group": g, **rows[g]} for g in ordered],
@@ -119,9 +120,10 @@ def trainable_table(model: nn.Module) -> dict:
 
 
 def format_table(table: dict) -> str:
-    lines = [f"{'group':<10} {'trainable':>12} {'total':>12} {'%':>8}"]
+    width = max(10, *(len(r["group"]) for r in table["rows"]))
+    lines = [f"{'group':<{width}} {'trainable':>12} {'total':>12} {'%':>8}"]
     for r in table["rows"]:
         pct = 100.0 * r["trainable"] / max(r["total"], 1)
-        lines.append(f"{r['group']:<10} {r['trainable']:>12,} {r['total']:>12,} {pct:>7.2f}%")
-    lines.append(f"{'TOTAL':<10} {table['trainable']:>12,} {table['total']:>12,} {table['percent']:>7.2f}%")
+        lines.append(f"{r['group']:<{width}} {r['trainable']:>12,} {r['total']:>12,} {pct:>7.2f}%")
+    lines.append(f"{'TOTAL':<{width}} {table['trainable']:>12,} {table['total']:>12,} {table['percent']:>7.2f}%")
     return "\n".join(lines)

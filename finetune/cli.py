@@ -1,0 +1,137 @@
+"""The `finetune` command.
+
+    finetune run recipes/quickstart.yaml            train, then compare base vs finetuned
+    finetune train recipes/quickstart.yaml train.max_steps=20
+    finetune validate recipes/quickstart.yaml
+    finetune preview recipes/quickstart.yaml -n 3
+    finetune eval runs/quickstart --tasks arith_cot
+    finetune compare runs/a/eval/finetuned runs/b/eval/finetuned
+    finetune ls datasets|tasks|templates|recipes
+
+User errors (bad recipe, data, paths) print one message and exit with status 2;
+`--debug` shows the traceback.
+"""
+
+import argparse
+import os
+import sys
+
+
+def _add_recipe_args(p: argparse.ArgumentParser):
+    p.add_argument("recipe", help="recipe YAML file")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=20 method.r=8")
+
+
+def _load(args):
+    from finetune.recipe import load_recipe
+    return load_recipe(args.recipe, args.overrides)
+
+
+def cmd_validate(args):
+    recipe = _load(args)
+    if args.explain:
+        from finetune.docs import schema_reference
+        print(schema_reference())
+    print(f"{args.recipe}: OK ({recipe.method.name} on {recipe.model.name}, "
+          f"{len(recipe.data.datasets)} dataset(s), run dir {recipe.run_dir()})")
+
+
+def cmd_train(args):
+    from finetune import rundir
+    from finetune.train import train
+
+    recipe = _load(args)
+    run_dir, *_ = train(recipe, overwrite=args.overwrite)
+    rundir.set_status(run_dir, "finished")
+    print(f"[finetune] done: {run_dir}")
+
+
+def cmd_run(args):
+    from finetune import rundir
+    from finetune.train import train
+
+    recipe = _load(args)
+    run_dir, model, tokenizer, manifest = train(recipe, overwrite=args.overwrite)
+    if recipe.eval.tasks and not args.no_eval:
+        from finetune.evaluation import evaluate_run
+        evaluate_run(recipe, run_dir, model, tokenizer, manifest)
+    rundir.set_status(run_dir, "finished")
+    print(f"[finetune] done: {run_dir}")
+
+
+def cmd_ls(args):
+    from finetune.listing import list_things
+    print(list_things(args.what))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="finetune", description="Instruction and CoT finetuning that tells you "
+                                     "whether it helped.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="train, then evaluate base vs finetuned and write the report")
+    _add_recipe_args(p)
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run directory")
+    p.add_argument("--no-eval", action="store_true", help="skip the evaluation")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("train", help="train only")
+    _add_recipe_args(p)
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run directory")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("validate", help="check a recipe and report every problem")
+    _add_recipe_args(p)
+    p.add_argument("--explain", action="store_true", help="also print every recipe key with its help")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("ls", help="list datasets, eval tasks, prompt templates or recipes")
+    p.add_argument("what", choices=["datasets", "tasks", "templates", "recipes"])
+    p.set_defaults(func=cmd_ls)
+
+    _add_optional(sub, "preview", "finetune.data.preview", "add_preview_args", "cmd_preview",
+                  "show rendered examples with trained tokens coloured, and the label audit")
+    _add_optional(sub, "eval", "finetune.eval.commands", "add_eval_args", "cmd_eval",
+                  "evaluate a model or run directory on eval tasks")
+    _add_optional(sub, "compare", "finetune.eval.commands", "add_compare_args", "cmd_compare",
+                  "compare two eval result folders (paired tests, flips, report)")
+    return parser
+
+
+def _add_optional(sub, name, module, add_args, func, help):
+    import importlib
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        return
+    p = sub.add_parser(name, help=help)
+    getattr(mod, add_args)(p)
+    p.set_defaults(func=getattr(mod, func))
+
+
+def user_errors() -> tuple:
+    from finetune.errors import USER_ERRORS
+    return USER_ERRORS
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted; the run directory keeps its last complete checkpoint (rerun to resume)",
+              file=sys.stderr)
+        return 130
+    except user_errors() as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

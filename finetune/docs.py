@@ -1,0 +1,32 @@
+"""Recipe reference generated from the schema: every key once, with its help text."""
+
+import dataclasses
+import typing
+
+from finetune.recipe import DatasetSpec, Recipe
+from finetune.schema import _describe
+
+
+def _rows(cls, prefix=""):
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("internal"):
+            continue
+        inner = f.type if dataclasses.is_dataclass(f.type) else None
+        if inner:
+            yield from _rows(inner, f"{prefix}{f.name}.")
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        if typing.get_origin(f.type) is list and DatasetSpec in typing.get_args(f.type):
+            yield f"{prefix}{f.name}", "a list of dataset entries (keys below)", "[]", f.metadata.get("help", "")
+            yield from _rows(DatasetSpec, f"{prefix}{f.name}[].")
+            continue
+        yield f"{prefix}{f.name}", _describe(f.type), repr(default), f.metadata.get("help", "")
+
+
+def schema_reference() -> str:
+    """Markdown table of every recipe key."""
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for key, tp, default, help in _rows(Recipe):
+        lines.append(f"| `{key}` | {tp} | `{default}` | {help} |")
+    return "\n".join(lines)

@@ -1,0 +1,31 @@
+"""The end of `finetune run`: evaluate base and finetuned on the recipe's tasks and report.
+
+Both models see the same prompts, template and decoding: for LoRA the adapter is switched
+off on the same loaded model; for freeze / full the base is loaded again.
+"""
+
+from pathlib import Path
+
+from finetune import rundir
+from finetune.model import load_model
+from finetune.recipe import Recipe
+
+
+def evaluate_run(recipe: Recipe, run_dir: Path, model, tokenizer, manifest: dict) -> dict:
+    from finetune.eval.pipeline import eval_base_and_finetuned
+    from finetune.eval.report import format_table
+
+    def base_loader():
+        base, _ = load_model(recipe.model.name, dtype=recipe.model.dtype, revision=recipe.model.revision,
+                             trust_remote_code=recipe.model.trust_remote_code,
+                             allow_pickle=recipe.model.allow_pickle)
+        return base
+
+    comparison = eval_base_and_finetuned(
+        model, tokenizer, base_loader=base_loader if recipe.eval.compare_base else None,
+        task_names=recipe.eval.tasks, out_dir=run_dir / "eval", template_name=recipe.data.template,
+        batch_size=recipe.eval.batch_size, limit=recipe.eval.limit, seed=recipe.train.seed)
+    print(format_table(comparison), flush=True)
+    manifest.setdefault("wall_times", {})
+    rundir.write_json(run_dir / "manifest.json", manifest)
+    return comparison
