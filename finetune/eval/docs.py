@@ -1,0 +1,108 @@
+"""Where a task's documents come from: a local file, the hub, or a built-in generator.
+
+A task's `dataset.file` is a path inside a *data dir* laid out like the project's shared
+data (gsm8k/test.jsonl, arc/arc_easy_test.jsonl, bbh/<task>.json, ...). The data dir is,
+in order: the `data_path` argument, then the FINETUNE_DATA_DIR environment variable. An
+absolute `file` is used as is. Without a local file the task falls back to its hub id
+(`datasets.load_dataset(hub, name, split=split)`).
+
+`process` names a document normaliser from PROCESSORS (an explicit dict) that maps a
+source's schema to the fields the task's templates use, so the hub copy and a local copy
+of the same data render identically.
+"""
+
+import json
+import os
+from pathlib import Path
+
+from finetune.data.synthetic import GENERATORS
+from finetune.eval.taskfile import TaskError
+
+DATA_ENV = "FINETUNE_DATA_DIR"
+
+
+def _arc(doc: dict) -> dict:
+    """ARC as {query, choices, gold}: the local (lm-eval preprocessed) copy already is; the hub copy is mapped."""
+    if "query" in doc:
+        return doc
+    labels, texts = doc["choices"]["label"], doc["choices"]["text"]
+    return {"id": doc.get("id"), "query": "Question: " + doc["question"], "choices": list(texts),
+            "gold": labels.index(doc["answerKey"])}
+
+
+def _self_instruct(doc: dict) -> dict:
+    """One (prompt, response) per instruction: its first instance's input appended to the instruction."""
+    inst = doc["instances"]
+    first = inst[0] if isinstance(inst, list) else {k: v[0] for k, v in inst.items()}
+    prompt = doc["instruction"] + (f"\n\n{first['input']}" if first.get("input") else "")
+    return {"id": doc.get("id"), "prompt": prompt, "response": first["output"]}
+
+
+PROCESSORS = {"arc": _arc, "self_instruct": _self_instruct}
+
+
+def data_root(data_path: str | os.PathLike | None = None) -> Path | None:
+    chosen = data_path or os.environ.get(DATA_ENV)
+    return Path(chosen).expanduser() if chosen else None
+
+
+def _read_file(path: Path, field: str | None) -> list[dict]:
+    if path.suffix == ".jsonl":
+        with path.open(encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
+    if path.suffix == ".json":
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if field:
+            data = data[field]
+        if not isinstance(data, list):
+            raise TaskError(f"{path}: expected a list of documents (set dataset.field to the key that holds it)")
+        return data
+    raise TaskError(f"{path}: unsupported data file type {path.suffix!r}; accepted: .jsonl, .json")
+
+
+def _load_hub(ds: dict, split: str) -> list[dict]:
+    import datasets
+
+    return list(datasets.load_dataset(ds["hub"], ds.get("name"), split=split))
+
+
+def _generate(ds: dict, split: str, where: str) -> list[dict]:
+    name = ds["generator"]
+    if name not in GENERATORS:
+        raise TaskError(f"{where}: dataset.generator: unknown generator {name!r}; accepted: {', '.join(GENERATORS)}")
+    args = dict(ds.get("generator_args") or {})
+    args.setdefault("n", ds.get("limit") or 1000)
+    return GENERATORS[name](split=split, **args)
+
+
+def load_docs(ds: dict, where: str, *, data_path=None, split: str | None = None) -> list[dict]:
+    """Every document of one split, normalised by `dataset.process`."""
+    split = split or ds.get("split") or "test"
+    if ds.get("generator"):
+        docs = _generate(ds, split, where)
+    else:
+        docs = _load_source(ds, where, data_path, split)
+    if ds.get("process"):
+        if ds["process"] not in PROCESSORS:
+            raise TaskError(f"{where}: dataset.process: unknown processor {ds['process']!r}; "
+                            f"accepted: {', '.join(PROCESSORS)}")
+        docs = [PROCESSORS[ds["process"]](d) for d in docs]
+    return docs
+
+
+def _load_source(ds: dict, where: str, data_path, split: str) -> list[dict]:
+    root, tried = data_root(data_path), []
+    if ds.get("file"):
+        rel = Path(ds["file"].replace("{split}", split))
+        path = rel if rel.is_absolute() else (root / rel if root else None)
+        if path is not None and path.is_file():
+            return _read_file(path, ds.get("field"))
+        tried.append(f"file {path}" if path else f"file {rel} (no data dir: set {DATA_ENV} or pass data_path)")
+    if ds.get("hub"):
+        try:
+            return _load_hub(ds, split)
+        except Exception as e:  # offline, unknown id, ...: say what was tried and how to fix it
+            tried.append(f"hub dataset {ds['hub']!r} ({type(e).__name__}: {str(e)[:200]})")
+    raise TaskError(f"{where}: dataset: no data found; tried " + "; ".join(tried) + f". Set {DATA_ENV} to a folder "
+                    "laid out like shared/data (or pass data_path / --data-path), or use a machine that reaches "
+                    "the hub.")

@@ -1,0 +1,88 @@
+"""Batched generation: left padding, length-sorted batches, stop sequences, KV cache.
+
+Prompts are token ids from `encode_prompt` (the training tokenizer call). A batch is
+left-padded so every row's next token sits in the last column, and decoded with
+`model.generate(use_cache=True)`. A row stops at EOS or when a stop string appears in its
+decoded tail (other rows go on); its text is cut at the earliest stop string, the way
+lm-eval cuts `until`. A row that ran out of `max_new_tokens` without either is `truncated`.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+
+@dataclass
+class Generation:
+    text: str
+    truncated: bool  # hit max_new_tokens with no EOS and no stop string
+    n_tokens: int
+
+
+class StopOnStrings(StoppingCriteria):
+    """Per-row stop: True once any stop string occurs in the row's generated text."""
+
+    def __init__(self, tokenizer, stops: list[str], prompt_len: int):
+        self.tokenizer, self.stops, self.prompt_len = tokenizer, stops, prompt_len
+        # every token decodes to >= 1 character, so this many tokens cover the longest stop string
+        self.lookback = max(len(s) for s in stops) + 2
+
+    def __call__(self, input_ids, scores, **kwargs):
+        new = input_ids[:, self.prompt_len:][:, -self.lookback:]
+        tails = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        return torch.tensor([any(s in t for s in self.stops) for t in tails], device=input_ids.device)
+
+
+def eos_ids(model, tokenizer) -> list[int]:
+    ids = [tokenizer.eos_token_id]
+    cfg = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids += cfg if isinstance(cfg, list) else [cfg]
+    return sorted({i for i in ids if i is not None})
+
+
+def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], dtype=torch.long)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
+    return ids, mask
+
+
+def _finish(tokenizer, new_ids: list[int], eos: list[int], stops: list[str]) -> Generation:
+    cut = next((i for i, t in enumerate(new_ids) if t in eos), None)
+    hit_eos = cut is not None
+    kept = new_ids[:cut] if hit_eos else new_ids
+    text = tokenizer.decode(kept, skip_special_tokens=True)
+    found = [text.find(s) for s in stops if s in text]
+    if found:
+        text = text[:min(found)]
+    return Generation(text=text, truncated=not hit_eos and not found, n_tokens=len(kept))
+
+
+@torch.inference_mode()
+def generate_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int, until: list[str],
+                   temperature: float = 0.0, top_p: float = 1.0, num_return_sequences: int = 1,
+                   seed: int = 0) -> list[list[Generation]]:
+    """For each prompt, `num_return_sequences` generations (greedy when temperature == 0)."""
+    eos = eos_ids(model, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+    device = next(model.parameters()).device
+    input_ids, mask = (t.to(device) for t in left_pad(prompts, pad))
+    width = input_ids.shape[1]
+    sampling = temperature > 0
+    kwargs = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if sampling else dict(do_sample=False)
+    stopping = StoppingCriteriaList([StopOnStrings(tokenizer, until, width)]) if until else None
+    if sampling:
+        torch.manual_seed(seed)
+    out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                         num_return_sequences=num_return_sequences, eos_token_id=eos, pad_token_id=pad,
+                         use_cache=True, stopping_criteria=stopping, **kwargs)
+    new = out[:, width:].tolist()
+    k = num_return_sequences
+    return [[_finish(tokenizer, new[i * k + j], eos, until) for j in range(k)] for i in range(len(prompts))]
+
+
+def length_sorted_batches(items: list, lengths: list[int], batch_size: int) -> list[list]:
+    """Batches of items with similar lengths, longest first (an out-of-memory shows up at once)."""
+    order = sorted(range(len(items)), key=lambda i: -lengths[i])
+    return [[items[i] for i in order[s:s + batch_size]] for s in range(0, len(order), batch_size)]
