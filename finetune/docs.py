@@ -30,3 +30,18 @@ def schema_reference() -> str:
     for key, tp, default, help in _rows(Recipe):
         lines.append(f"| `{key}` | {tp} | `{default}` | {help} |")
     return "\n".join(lines)
+
+
+def update_readme(path: str = "README.md") -> bool:
+    """Rewrite the recipe reference table in README.md; True if it changed."""
+    import re
+    from pathlib import Path
+
+    text = Path(path).read_text(encoding="utf-8")
+    new = re.sub(r"\| key \| type \| default \| meaning \|\n(\|.*\|\n)+", schema_reference() + "\n", text, count=1)
+    Path(path).write_text(new, encoding="utf-8")
+    return new != text
+
+
+if __name__ == "__main__":
+    print("README.md updated" if update_readme() else "README.md already up to date")

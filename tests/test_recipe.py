@@ -88,3 +88,9 @@ def test_cli_validate_exits_2_without_traceback(tmp_path):
     ok = subprocess.run([sys.executable, "-m", "finetune.cli", "validate",
                          str(resource_dir("recipes") / "quickstart.yaml")], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
+
+
+def test_readme_documents_every_recipe_key():
+    from finetune.docs import schema_reference
+    readme = (resource_dir("recipes").parent / "README.md").read_text()
+    assert schema_reference() in readme, "README recipe reference is stale: run python -m finetune.docs"
