@@ -48,10 +48,12 @@ def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
     return ids, mask
 
 
-def _finish(tokenizer, new_ids: list[int], eos: list[int], stops: list[str]) -> Generation:
+def _finish(tokenizer, new_ids: list[int], eos: list[int], stops: list[str], pad: int) -> Generation:
     cut = next((i for i, t in enumerate(new_ids) if t in eos), None)
     hit_eos = cut is not None
-    kept = new_ids[:cut] if hit_eos else new_ids
+    kept = new_ids[:cut] if hit_eos else list(new_ids)
+    while kept and kept[-1] == pad:  # a row that stopped early is padded until the whole batch stops
+        kept.pop()
     text = tokenizer.decode(kept, skip_special_tokens=True)
     found = [text.find(s) for s in stops if s in text]
     if found:
@@ -79,7 +81,7 @@ def generate_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens
                          use_cache=True, stopping_criteria=stopping, **kwargs)
     new = out[:, width:].tolist()
     k = num_return_sequences
-    return [[_finish(tokenizer, new[i * k + j], eos, until) for j in range(k)] for i in range(len(prompts))]
+    return [[_finish(tokenizer, new[i * k + j], eos, until, pad) for j in range(k)] for i in range(len(prompts))]
 
 
 def length_sorted_batches(items: list, lengths: list[int], batch_size: int) -> list[list]:

@@ -1,0 +1,148 @@
+"""`finetune eval` and `finetune compare`.
+
+    finetune eval runs/quickstart --tasks arith_cot --limit 50          # the finetuned model
+    finetune eval runs/quickstart --tasks arith_cot --with-base         # + base, paired report
+    finetune eval /path/to/model --tasks gsm8k_cot_zeroshot --data-path ../shared/data
+    finetune compare runs/a/eval/finetuned runs/b/eval/finetuned --out runs/a_vs_b
+"""
+
+import json
+import re
+from pathlib import Path
+
+from finetune.eval.compare import compare
+from finetune.eval.harness import SCORES_FILE, evaluate
+from finetune.eval.pipeline import eval_base_and_finetuned, single_side
+from finetune.eval.report import format_table, write_report
+from finetune.eval.tasks import TaskError, available_tasks, load_task
+
+
+def add_eval_args(parser):
+    parser.add_argument("model", metavar="MODEL_OR_RUN",
+                        help="a run directory (runs/<name>), a model folder, a hub id or a packaged model name")
+    parser.add_argument("--tasks", required=True,
+                        help="comma-separated task names or YAML paths (`finetune ls tasks`); 'all' for every task")
+    parser.add_argument("--limit", type=int, default=None, help="at most N documents per task")
+    parser.add_argument("--batch-size", type=int, default=16, help="sequences per batch (default 16)")
+    parser.add_argument("--out", default=None, help="results folder (default: RUN/eval[/finetuned] or runs/eval/NAME)")
+    parser.add_argument("--template", default=None,
+                        help="prompt template for every task (default: the run's own template, else each task's)")
+    parser.add_argument("--data-path", default=None,
+                        help="folder laid out like shared/data for local task data (default: $FINETUNE_DATA_DIR)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for few-shot sampling and sampled decoding")
+    parser.add_argument("--label", default="", help="name of this model in reports")
+    parser.add_argument("--with-base", action="store_true",
+                        help="run directories: also evaluate the base model and write the comparison report")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+
+
+def add_compare_args(parser):
+    parser.add_argument("a", metavar="A", help="eval folder of the reference model (or a run directory)")
+    parser.add_argument("b", metavar="B", help="eval folder of the model compared against A (or a run directory)")
+    parser.add_argument("--out", default=None, help="report folder (default: B/../compare)")
+    parser.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+
+
+def is_run_dir(path) -> bool:
+    p = Path(path)
+    return p.is_dir() and (p / "manifest.json").is_file() and \
+        ((p / "adapter" / "adapter_config.json").is_file() or (p / "model" / "config.json").is_file())
+
+
+def _manifest(run_dir: Path) -> dict:
+    return json.loads((Path(run_dir) / "manifest.json").read_text(encoding="utf-8"))
+
+
+def base_spec(run_dir: Path) -> str:
+    m = _manifest(run_dir)
+    spec = m.get("base_model_path") or m.get("base_model")
+    if not spec:
+        raise TaskError(f"{run_dir}/manifest.json: no 'base_model_path'; cannot tell which base model the run used")
+    return spec
+
+
+def load_for_eval(path, *, dtype: str = "float32"):
+    """(model, tokenizer) for a run directory (LoRA adapter on its base, or full weights) or any model spec."""
+    from finetune.model import DTYPES, load_model, load_tokenizer, setup_tokenizer
+
+    p = Path(path)
+    if not is_run_dir(p):
+        return load_model(str(path), dtype=dtype)
+    run_tok = p / "tokenizer"
+    if (p / "adapter" / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        model, tokenizer = load_model(base_spec(p), dtype=dtype)
+        if run_tok.is_dir():
+            tokenizer = load_tokenizer(str(run_tok))
+        model = PeftModel.from_pretrained(model, str(p / "adapter"))
+    else:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(str(p / "model"), dtype=DTYPES[dtype], use_safetensors=True)
+        tokenizer = load_tokenizer(str(run_tok if run_tok.is_dir() else p / "model"))
+        setup_tokenizer(tokenizer, model)
+    model.eval()
+    return model, tokenizer
+
+
+def _task_names(spec: str) -> list[str]:
+    names = [t.strip() for t in spec.split(",") if t.strip()]
+    return available_tasks() if names == ["all"] else names
+
+
+def _default_out(model: str, run: bool, with_base: bool) -> Path:
+    if run:
+        return Path(model) / "eval" if with_base else Path(model) / "eval" / "finetuned"
+    return Path("runs") / "eval" / re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(model).name or str(model))
+
+
+def cmd_eval(args) -> int:
+    run = is_run_dir(args.model)
+    names = _task_names(args.tasks)
+    tasks = [load_task(n, data_path=args.data_path) for n in names]  # fail on a bad task before loading a model
+    template = args.template or (str(Path(args.model) / "template.yaml")
+                                 if run and (Path(args.model) / "template.yaml").is_file() else None)
+    out = Path(args.out) if args.out else _default_out(args.model, run, args.with_base)
+    model, tokenizer = load_for_eval(args.model, dtype=args.dtype)
+    if args.with_base:
+        if not run:
+            raise TaskError(f"--with-base needs a run directory (it reads the base model from manifest.json); "
+                            f"{args.model} is not one")
+        from finetune.model import load_model
+
+        comparison = eval_base_and_finetuned(
+            model, tokenizer, base_loader=lambda: load_model(base_spec(args.model), dtype=args.dtype),
+            task_names=names, out_dir=out, template_name=template, batch_size=args.batch_size, limit=args.limit,
+            seed=args.seed, data_path=args.data_path, run_dir=Path(args.model))
+        print(format_table(comparison))
+        print(f"\nreport: {out / 'report.html'}  (also report.md, results.json)")
+        return 0
+    scores = evaluate(model, tokenizer, tasks, out, template_name=template, batch_size=args.batch_size,
+                      limit=args.limit, seed=args.seed, label=args.label or Path(args.model).name)
+    print(format_table(single_side(out, scores)))
+    print(f"\nper-sample records and scores.json: {out}")
+    return 0
+
+
+def _eval_dir(path) -> Path:
+    """An eval folder, or a run directory's eval/finetuned folder."""
+    p = Path(path)
+    if (p / SCORES_FILE).is_file():
+        return p
+    if (p / "eval" / "finetuned" / SCORES_FILE).is_file():
+        return p / "eval" / "finetuned"
+    raise TaskError(f"{path}: no {SCORES_FILE} here or in {p / 'eval' / 'finetuned'}; run `finetune eval` first")
+
+
+def cmd_compare(args) -> int:
+    a, b = _eval_dir(args.a), _eval_dir(args.b)
+    comparison = compare(a, b, n_boot=args.n_boot, seed=args.seed)
+    if comparison["a"].get("label") == comparison["b"].get("label"):  # e.g. two runs' "finetuned": use paths
+        comparison["a"]["label"], comparison["b"]["label"] = str(args.a), str(args.b)
+    out = Path(args.out) if args.out else b.parent / "compare"
+    write_report(out, comparison, meta={"A": str(a), "B": str(b)})
+    print(format_table(comparison))
+    print(f"\nreport: {out / 'report.html'}  (also report.md, results.json)")
+    return 0

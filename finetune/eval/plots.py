@@ -1,0 +1,102 @@
+"""Report figures as base64 PNG strings (matplotlib's object API with the Agg canvas, no pyplot state)."""
+
+import base64
+import io
+import json
+import math
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from finetune.eval.scoring import BUCKETS
+
+COLORS = {"a": "#8c8c8c", "b": "#2a6fdb"}
+BUCKET_COLORS = {"correct": "#3a9d5d", "truncated": "#e3a21a", "no_answer": "#c44e52", "wrong": "#7d5ba6"}
+
+
+def _png(fig: Figure) -> str:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def score_bars(comparison: dict, labels: tuple[str, str]) -> str | None:
+    """One small panel per (task, metric): A and B with their 95% bootstrap CIs."""
+    panels = [(t, k, m) for t, res in comparison["tasks"].items() for k, m in res["metrics"].items()]
+    if not panels:
+        return None
+    cols = min(4, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig = Figure(figsize=(3.2 * cols, 2.6 * rows))
+    for i, (task, key, m) in enumerate(panels):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        vals = [m["a"], m["b"]]
+        errs = [[v - ci[0] for v, ci in zip(vals, (m["ci_a"], m["ci_b"]))],
+                [ci[1] - v for v, ci in zip(vals, (m["ci_a"], m["ci_b"]))]]
+        ax.bar([0, 1], vals, yerr=errs, capsize=4, color=[COLORS["a"], COLORS["b"]])
+        ax.set_xticks([0, 1], labels)
+        arrow = "↑" if m["higher_is_better"] else "↓"
+        ax.set_title(f"{task}\n{key} {arrow}  p={m['p_value']:.3g}", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def failure_buckets(comparison: dict, labels: tuple[str, str]) -> str | None:
+    """Stacked bars of correct / truncated / no_answer / wrong for each generation task (primary filter)."""
+    rows = []
+    for task, res in comparison["tasks"].items():
+        fa, fb = res["failures"].get("a") or {}, res["failures"].get("b") or {}
+        if fa and fb:
+            primary = next(iter(fa))
+            rows += [(f"{task}\n{labels[0]}", fa[primary]), (f"{task}\n{labels[1]}", fb.get(primary, {}))]
+    if not rows:
+        return None
+    fig = Figure(figsize=(7, 0.45 * len(rows) + 1))
+    ax = fig.add_subplot(1, 1, 1)
+    for y, (name, counts) in enumerate(rows):
+        total = sum(counts.values()) or 1
+        left = 0.0
+        for b in BUCKETS:
+            share = counts.get(b, 0) / total
+            ax.barh(y, share, left=left, color=BUCKET_COLORS[b], label=b if y == 0 else None)
+            left += share
+    ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of documents")
+    ax.legend(ncol=4, fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout()
+    return _png(fig)
+
+
+def read_loss(run_dir: Path | None) -> list[tuple[float, float]]:
+    """(step, loss) points from run_dir/logs/train_log.jsonl; lines without both keys are skipped."""
+    path = Path(run_dir) / "logs" / "train_log.jsonl" if run_dir else None
+    if path is None or not path.is_file():
+        return []
+    points = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("step"), (int, float)) and \
+                isinstance(rec.get("loss"), (int, float)):
+            points.append((rec["step"], rec["loss"]))
+    return points
+
+
+def loss_curve(points: list[tuple[float, float]]) -> str | None:
+    if not points:
+        return None
+    fig = Figure(figsize=(6, 3))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot([p[0] for p in points], [p[1] for p in points], color=COLORS["b"], lw=1.5)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)

@@ -1,0 +1,179 @@
+"""Write a comparison as results.json, report.md and a self-contained report.html.
+
+    write_report(Path("runs/x/eval"), compare(base_dir, tuned_dir), run_dir=Path("runs/x"))
+
+results.json holds everything (configs, versions, seeds, per-sample file paths); the
+Markdown and HTML reports are views of it. Plots are base64 PNGs inside the HTML, so the
+file can be mailed or attached as is.
+"""
+
+import datetime
+import html
+from pathlib import Path
+
+from finetune.eval.harness import write_json
+from finetune.eval.plots import failure_buckets, loss_curve, read_loss, score_bars
+from finetune.eval.scoring import BUCKETS
+
+COLUMNS = ("task", "metric", "A", "B", "B-A", "95% CI (B-A)", "p", "test", "n")
+
+
+def _labels(comparison: dict) -> tuple[str, str]:
+    return comparison["a"].get("label") or "base", comparison["b"].get("label") or "finetuned"
+
+
+def _num(x: float) -> str:
+    return f"{x:.4g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
+
+
+def table_rows(comparison: dict) -> list[tuple[str, ...]]:
+    rows = []
+    for task, res in comparison["tasks"].items():
+        for key, m in res["metrics"].items():
+            better = "" if m["diff"] == 0 else ("(better)" if (m["diff"] > 0) == m["higher_is_better"] else "(worse)")
+            rows.append((task, key, _num(m["a"]), _num(m["b"]), f"{m['diff']:+.4g} {better}".strip(),
+                         f"[{m['ci'][0]:+.4g}, {m['ci'][1]:+.4g}]", f"{m['p_value']:.3g}", m["test"], str(m["n"])))
+    return rows
+
+
+def format_table(comparison: dict) -> str:
+    """Plain-text table for the terminal: one line per task and metric."""
+    if comparison.get("a") is None:  # one model only (no base evaluated)
+        header = ("task", "metric", comparison["b"].get("label") or "score")
+        rows = [header] + [(t, k, _num(m["b"])) for t, res in comparison["tasks"].items()
+                           for k, m in res["metrics"].items()]
+    else:
+        a, b = _labels(comparison)
+        rows = [tuple({"A": a, "B": b}.get(c, c) for c in COLUMNS)] + table_rows(comparison)
+    header = rows[0]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines += [f"warning: {w}" for w in comparison.get("warnings", [])]
+    return "\n".join(lines)
+
+
+def _md_table(header, rows) -> list[str]:
+    esc = [[str(c).replace("|", "\\|").replace("\n", " ") for c in r] for r in [header] + list(rows)]
+    return ["| " + " | ".join(esc[0]) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |"
+                                                                           for r in esc[1:]]
+
+
+def _bucket_rows(comparison: dict, labels) -> list[tuple]:
+    rows = []
+    for task, res in comparison["tasks"].items():
+        for side, label in zip(("a", "b"), labels):
+            counts = res["failures"].get(side) or {}
+            if counts:
+                primary = next(iter(counts))
+                rows.append((task, primary, label) + tuple(str(counts[primary].get(b, 0)) for b in BUCKETS))
+    return rows
+
+
+def _flip_examples(res: dict) -> list[tuple[str, dict]]:
+    flips = res.get("flips") or {}
+    return [(kind, ex) for kind in ("fail_to_pass", "pass_to_fail") for ex in flips.get("examples", {}).get(kind, [])]
+
+
+def render_markdown(comparison: dict, meta: dict | None, loss_points: list) -> str:
+    a, b = _labels(comparison)
+    out = [f"# {b} vs {a}", "",
+           f"- A = **{a}**: `{comparison['a']['dir']}` ({(comparison['a'].get('model') or {}).get('name_or_path')})",
+           f"- B = **{b}**: `{comparison['b']['dir']}` ({(comparison['b'].get('model') or {}).get('name_or_path')})",
+           f"- identical prompts and decoding for both; differences are B - A with 95% paired bootstrap CIs "
+           f"({comparison['n_boot']} resamples, seed {comparison['seed']}); p from the exact McNemar test for "
+           "pass/fail metrics, a paired bootstrap otherwise.", ""]
+    out += [f"> warning: {w}" for w in comparison.get("warnings", [])] + [""] * bool(comparison.get("warnings"))
+    out += ["## Scores", ""] + _md_table(tuple(c if c not in ("A", "B") else {"A": a, "B": b}[c] for c in COLUMNS),
+                                         table_rows(comparison)) + [""]
+    buckets = _bucket_rows(comparison, (a, b))
+    if buckets:
+        out += ["## Chain-of-thought failure buckets", "",
+                "truncated: ran out of max_new_tokens without a stop sequence or EOS; no_answer: the filter found "
+                "no answer; wrong: an answer, not the target.", ""]
+        out += _md_table(("task", "filter", "model") + BUCKETS, buckets) + [""]
+    out += ["## Flips", ""]
+    for task, res in comparison["tasks"].items():
+        flips = res.get("flips")
+        if not flips:
+            continue
+        out.append(f"### {task} ({flips['key']}): fail→pass {flips['fail_to_pass']}, pass→fail {flips['pass_to_fail']}")
+        for kind, ex in _flip_examples(res):
+            out += ["", f"**{kind.replace('_', ' ')}**, doc {ex['doc_id']}, target `{ex['target']}`", "",
+                    f"- {a} (extracted `{ex['a_extracted']}`):", "", "```", str(ex["a_output"]).strip(), "```",
+                    f"- {b} (extracted `{ex['b_extracted']}`):", "", "```", str(ex["b_output"]).strip(), "```"]
+        out.append("")
+    if loss_points:
+        out += ["## Training loss", "", f"{len(loss_points)} points: first {loss_points[0][1]:.4g} at step "
+                f"{loss_points[0][0]}, last {loss_points[-1][1]:.4g} at step {loss_points[-1][0]}.", ""]
+    out += ["## Reproducibility", "", f"- seeds: A {comparison['a'].get('seed')}, B {comparison['b'].get('seed')}",
+            f"- versions: {comparison['a'].get('versions')}", "- per-sample records:"]
+    for side in ("a", "b"):
+        out += [f"  - {t}: `{p}`" for t, p in comparison[side]["records"].items()]
+    if meta:
+        out += ["", "Run metadata: " + ", ".join(f"{k}={v}" for k, v in meta.items())]
+    return "\n".join(out) + "\n"
+
+
+def _html_table(header, rows) -> str:
+    th = "".join(f"<th>{html.escape(str(c))}</th>" for c in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{th}</tr>{body}</table>"
+
+
+def render_html(comparison: dict, meta: dict | None, loss_points: list) -> str:
+    a, b = _labels(comparison)
+    parts = [f"<h1>{html.escape(b)} vs {html.escape(a)}</h1>",
+             f"<p>A = <b>{html.escape(a)}</b>: <code>{html.escape(comparison['a']['dir'])}</code><br>"
+             f"B = <b>{html.escape(b)}</b>: <code>{html.escape(comparison['b']['dir'])}</code><br>"
+             "Differences are B − A with 95% paired bootstrap CIs; p: exact McNemar (pass/fail) or paired "
+             "bootstrap.</p>"]
+    parts += [f"<p class=warn>warning: {html.escape(w)}</p>" for w in comparison.get("warnings", [])]
+    parts.append("<h2>Scores</h2>" + _html_table([{"A": a, "B": b}.get(c, c) for c in COLUMNS],
+                                                  table_rows(comparison)))
+    for title, png in (("Scores with 95% CIs", score_bars(comparison, (a, b))),
+                       ("Chain-of-thought failure buckets", failure_buckets(comparison, (a, b))),
+                       ("Training loss", loss_curve(loss_points))):
+        if png:
+            parts.append(f"<h2>{title}</h2><img alt='{title}' src='data:image/png;base64,{png}'>")
+    buckets = _bucket_rows(comparison, (a, b))
+    if buckets:
+        parts.append(_html_table(("task", "filter", "model") + BUCKETS, buckets))
+    parts.append("<h2>Flips</h2>")
+    for task, res in comparison["tasks"].items():
+        flips = res.get("flips")
+        if not flips:
+            continue
+        parts.append(f"<h3>{html.escape(task)} ({html.escape(flips['key'])}): fail→pass {flips['fail_to_pass']}, "
+                     f"pass→fail {flips['pass_to_fail']}</h3>")
+        for kind, ex in _flip_examples(res):
+            parts.append(
+                f"<details><summary>{kind.replace('_', ' ')}: doc {ex['doc_id']}, target "
+                f"<code>{html.escape(str(ex['target']))}</code></summary><pre class=prompt>"
+                f"{html.escape(str(ex['prompt']))}</pre><div class=pair>"
+                f"<div><b>{html.escape(a)}</b> → <code>{html.escape(str(ex['a_extracted']))}</code>"
+                f"<pre>{html.escape(str(ex['a_output']))}</pre></div>"
+                f"<div><b>{html.escape(b)}</b> → <code>{html.escape(str(ex['b_extracted']))}</code>"
+                f"<pre>{html.escape(str(ex['b_output']))}</pre></div></div></details>")
+    if meta:
+        parts.append("<h2>Run</h2>" + _html_table(("key", "value"), [(k, v) for k, v in meta.items()]))
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"
+             "pre{white-space:pre-wrap;background:#f6f6f6;padding:6px;font-size:12px}"
+             ".pair{display:grid;grid-template-columns:1fr 1fr;gap:1em}.warn{color:#a33}img{max-width:100%}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(b)} vs {html.escape(a)}</title>"
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+
+
+def write_report(out_dir: Path, comparison: dict, *, run_dir: Path | None = None, meta: dict | None = None) -> dict:
+    """Write results.json, report.md and report.html into out_dir; returns their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    loss_points = read_loss(run_dir)
+    paths = {"results": out_dir / "results.json", "markdown": out_dir / "report.md", "html": out_dir / "report.html"}
+    write_json(paths["results"], {"created": datetime.datetime.now().isoformat(timespec="seconds"),
+                                  "run_dir": str(run_dir) if run_dir else None, "meta": meta or {},
+                                  "comparison": comparison, "loss_points": len(loss_points)})
+    paths["markdown"].write_text(render_markdown(comparison, meta, loss_points), encoding="utf-8")
+    paths["html"].write_text(render_html(comparison, meta, loss_points), encoding="utf-8")
+    return paths
