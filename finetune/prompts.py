@@ -5,11 +5,14 @@ A template is a small YAML file in prompts/ (or any path):
     wrap: chat            # chat: the tokenizer's chat template; raw: plain text
     system: null          # optional system message (chat) or preamble (raw)
     user: "{prompt}"      # how the user prompt is written; {prompt} is the example's prompt
-    exemplars: null       # optional file of few-shot exemplars, inserted as {exemplars}
+    exemplars: null       # optional file of few-shot exemplars, inserted as {exemplars}:
+                          # plain text, or a YAML list of {question, target} docs written
+                          # with `exemplar` ("Q: {question}\nA: {target}") and joined by blank lines
 
-Training renders (prompt, completion) with `render_prompt` + `render_completion`; the eval
-harness renders the very same `render_prompt`, so a model is evaluated with the prompt it
-was trained on. The template's source text is saved in each run directory.
+Training renders (prompt, completion) with `render_prompt` + `render_completion`, and chat
+conversations with `render_turns`; the eval harness renders the very same `render_prompt`,
+so a model is evaluated with the prompt it was trained on. The template's source text is
+saved in each run directory.
 """
 
 from dataclasses import dataclass
@@ -52,7 +55,7 @@ def load_template(name_or_path: str) -> Template:
                             f"{', '.join(available_templates())}")
     source = path.read_text(encoding="utf-8")
     spec = yaml.safe_load(source) or {}
-    allowed = {"wrap", "user", "system", "exemplars", "description"}
+    allowed = {"wrap", "user", "system", "exemplars", "exemplar", "description"}
     unknown = set(spec) - allowed
     if unknown:
         raise TemplateError(f"{path}: unknown key(s) {sorted(unknown)}; accepted: {sorted(allowed)}")
@@ -65,17 +68,35 @@ def load_template(name_or_path: str) -> Template:
         ex_path = (path.parent / spec["exemplars"])
         if not ex_path.is_file():
             raise TemplateError(f"{path}: exemplars file {ex_path} does not exist")
-        exemplars = ex_path.read_text(encoding="utf-8")
+        exemplars = _read_exemplars(ex_path, spec.get("exemplar", "Q: {question}\nA: {target}"), path)
     return Template(name=path.stem, wrap=spec.get("wrap", "chat"), user=spec.get("user", "{prompt}"),
                     system=spec.get("system"), exemplars=exemplars, source=source)
 
 
-def _chat(template: Template, tokenizer, turns: list[dict], add_generation_prompt: bool) -> str:
+def _read_exemplars(ex_path: Path, layout: str, template_path: Path) -> str:
+    text = ex_path.read_text(encoding="utf-8")
+    if ex_path.suffix not in (".yaml", ".yml"):
+        return text
+    docs = yaml.safe_load(text)
+    if not isinstance(docs, list) or not all(isinstance(d, dict) for d in docs):
+        raise TemplateError(f"{ex_path}: expected a YAML list of exemplar docs such as {{question, target}}")
+    try:
+        return "\n\n".join(layout.format(**d) for d in docs)
+    except KeyError as e:
+        raise TemplateError(f"{template_path}: exemplar: placeholder {e} is not a key of the docs in "
+                            f"{ex_path}; their keys: {', '.join(docs[0])}") from None
+
+
+def _apply(template: Template, tokenizer, messages: list[dict], add_generation_prompt: bool) -> str:
     if not getattr(tokenizer, "chat_template", None):
         raise TemplateError(f"template {template.name!r} wraps prompts in the model's chat template, but the "
                             "tokenizer has none; use a raw template such as 'plain' or 'alpaca'")
-    messages = ([{"role": "system", "content": template.system}] if template.system else []) + turns
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def _chat(template: Template, tokenizer, turns: list[dict], add_generation_prompt: bool) -> str:
+    messages = ([{"role": "system", "content": template.system}] if template.system else []) + turns
+    return _apply(template, tokenizer, messages, add_generation_prompt)
 
 
 def render_prompt(template: Template, tokenizer, prompt: str) -> str:
@@ -98,3 +119,42 @@ def render_completion(template: Template, tokenizer, prompt: str, completion: st
         raise TemplateError(f"template {template.name!r}: the chat template does not render the prompt as a "
                             "prefix of prompt + answer, so the loss mask would be wrong")
     return full[len(head):]
+
+
+def render_turns(template: Template, tokenizer, messages: list[dict]) -> list[tuple[str, bool]]:
+    """A conversation as consecutive (text, is_assistant) pieces that join into its full rendering.
+
+    Each assistant piece is exactly what the model writes for that turn, its end-of-turn token
+    included. Chat wraps render incrementally with the chat template (the text up to turn k
+    must be a prefix of the text up to turn k+1); user turns go through the template's `user`,
+    and the template's `system` is used when the conversation has none. Turns after the last
+    assistant turn are dropped: nothing in them is trained.
+    """
+    msgs = [{"role": m["role"], "content": template.user_text(m["content"]) if m["role"] == "user"
+             else m["content"]} for m in messages]
+    own_system = any(m["role"] == "system" for m in msgs)
+    if template.wrap == "raw":  # the raw layout of render_prompt + render_completion, turn after turn
+        pieces = [] if own_system or not template.system else [(template.system, False)]
+        for m in msgs:
+            text = {"system": m["content"] + "\n\n", "user": m["content"],
+                    "assistant": m["content"] + tokenizer.eos_token}[m["role"]]
+            pieces.append((text, m["role"] == "assistant"))
+        while pieces and not pieces[-1][1]:
+            pieces.pop()
+        return pieces
+    if template.system and not own_system:
+        msgs.insert(0, {"role": "system", "content": template.system})
+    pieces = []
+    done = ""
+    for k, m in enumerate(msgs):
+        if m["role"] != "assistant":
+            continue
+        head = _apply(template, tokenizer, msgs[:k], add_generation_prompt=True)
+        full = _apply(template, tokenizer, msgs[: k + 1], add_generation_prompt=False)
+        if not head.startswith(done) or not full.startswith(head):
+            raise TemplateError(f"template {template.name!r}: the chat template does not render turn {k + 1} as a "
+                                "continuation of the turns before it (it rewrites earlier turns), so per-turn "
+                                "loss masks cannot be cut from it")
+        pieces += [(head[len(done):], False), (full[len(head):], True)]
+        done = full
+    return pieces

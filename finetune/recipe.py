@@ -55,17 +55,25 @@ class MethodConfig:
 
 @dataclass
 class DatasetSpec:
-    name: str | None = _f(None, "A dataset defined in data/ (its YAML file name), or a label for an inline one.")
+    name: str | None = _f(None, "A dataset defined in data/ (its YAML file name, or a path to such a file), or a "
+                          "label for an inline one.")
     format: Literal["alpaca", "messages", "prompt_completion", "cot", "text"] | None = _f(
         None, "How rows are read; required for inline datasets.")
-    source: str | None = _f(None, "'builtin:<generator>', a hub id, or a local .jsonl/.json/.csv/.tsv/.parquet file.")
+    source: str | None = _f(None, "'builtin:<generator>', a hub id, an http(s) URL, or a local "
+                            ".jsonl/.json/.csv/.tsv/.parquet file.")
     config: str | None = _f(None, "Hub dataset config (subset) name.")
     split: str = _f("train", "Split to read.")
     columns: dict[str, str] = _f({}, "Column map: format field -> the file's column name.")
     answer_format: str = _f("#### {answer}", "cot: how the final answer is written; eval extracts it the same way.")
-    weight: float = _f(1.0, "Mixture weight relative to the other datasets.", min=0.0)
-    limit: int | None = _f(None, "Use at most this many rows.", min=1)
-    path: str | None = _f(None, "Data-path override: read this local file instead of `source`.")
+    weight: float = _f(1.0, "Mixture weight: use each row this many times (0.5: a random half, 2: twice).", min=0.0)
+    limit: int | None = _f(None, "Use at most the first N rows.", min=1)
+    path: str | None = _f(None, "Data-path override: read this local file (or, for a definition with `local:`, "
+                          "this folder) instead of `source`.")
+    header: list[str] | None = _f(None, "Column names of a CSV/TSV file that has no header row.")
+    unescape: bool = _f(False, "Turn literal \\n inside text fields into newlines (FLAN TSV files).")
+    explode: str | None = _f(None, "A list column whose items become one row each, e.g. Self-Instruct 'instances'.")
+    split_answer: bool = _f(False, "cot: the rationale column ends with the answer line in answer_format "
+                            "(GSM8K '... #### 72'); split it off.")
 
 
 @dataclass
@@ -75,8 +83,13 @@ class DataConfig:
     max_length: int = _f(512, "Truncate examples to this many tokens.", min=8)
     val_size: int = _f(0, "Hold out this many examples as a validation split.", min=0)
     train_on_prompt: bool = _f(False, "Train on prompt tokens too (default: completion tokens only).")
+    cot_loss: Literal["full", "answer_only"] = _f("full", "cot: train the rationale and answer (full) or only the "
+                                                  "final answer line (answer_only).")
     packing: bool = _f(False, "Pack examples into full rows (padding-free, no cross-example attention).")
     skip_invalid_rows: bool = _f(False, "Skip and count bad rows instead of stopping at the first.")
+    data_dir: str | None = _f(None, "Folder of local dataset copies (laid out like data/*.yaml `local:` paths); "
+                              "default $FINETUNE_DATA_DIR.")
+    num_proc: int | None = _f(None, "Processes for tokenization (default: 1, or up to 4 for 10,000+ rows).", min=1)
 
 
 @dataclass

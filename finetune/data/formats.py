@@ -1,0 +1,155 @@
+"""Formats: how a row becomes a standard record, before any template or tokenizer.
+
+    record = to_record(row, spec, loc)   # {"prompt", "completion"} for alpaca, ...
+
+| format            | fields read (rename with `columns:`)   | record                          |
+|-------------------|----------------------------------------|---------------------------------|
+| alpaca            | instruction, input (optional), output  | prompt, completion              |
+| prompt_completion | prompt, completion                     | prompt, completion              |
+| cot               | question, rationale, answer            | prompt, rationale, answer_line  |
+| messages          | messages: [{role, content}, ...]       | messages                        |
+| text              | text                                   | text                            |
+
+A dataset is a format plus at most a column map (`columns: {output: response}`), never a
+class. Options for files that do not fit directly: `explode` (one row per item of a list
+column, e.g. Self-Instruct `instances`), `unescape` (literal \\n -> newline, FLAN TSVs) and
+`split_answer` (cot: the rationale column ends with the answer line, GSM8K `#### 72`).
+Every problem raises DataError naming the row, the field, its column and what was expected.
+"""
+
+from finetune.data.errors import DataError, short, type_name
+from finetune.eval.extract import answer_regex, format_answer
+
+FORMATS = {  # format -> (required fields, optional fields)
+    "alpaca": (("instruction", "output"), ("input",)),
+    "prompt_completion": (("prompt", "completion"), ()),
+    "cot": (("question", "rationale", "answer"), ()),
+    "messages": (("messages",), ()),
+    "text": (("text",), ()),
+}
+ROLES = ("system", "user", "assistant")
+
+
+def check_spec(spec, origin: str) -> None:
+    """Spec-level problems (unknown format, column-map keys, option misuse), before reading rows."""
+    if spec.format not in FORMATS:
+        raise DataError(f"{origin}: format: unknown format {spec.format!r}; accepted: {', '.join(FORMATS)}")
+    required, optional = FORMATS[spec.format]
+    for key in spec.columns:
+        if key not in required + optional:
+            raise DataError(f"{origin}: columns: {key!r} is not a field of format {spec.format}; accepted: "
+                            f"{', '.join(required + optional)} (map each to your file's column name)")
+    if spec.format == "cot" and "{answer}" not in spec.answer_format:
+        raise DataError(f"{origin}: answer_format: must contain {{answer}}, e.g. '#### {{answer}}' or "
+                        f"'The answer is {{answer}}.', got {spec.answer_format!r}")
+    if spec.split_answer and spec.format != "cot":
+        raise DataError(f"{origin}: split_answer: only used by format cot, but format is {spec.format}")
+
+
+def expand(row: dict, loc: str, spec) -> list[tuple[str, dict]]:
+    """`explode`: one row per item of a list column, the item's keys joined to the row."""
+    if not spec.explode:
+        return [(loc, _unescape(row) if spec.unescape else row)]
+    items = row.get(spec.explode)
+    if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
+        got = "missing" if spec.explode not in row else f"got {type_name(items)} {short(items)}"
+        raise DataError(f"{loc}: field {spec.explode!r} (explode): expected a non-empty list of objects, {got}")
+    base = {k: v for k, v in row.items() if k != spec.explode}
+    out = []
+    for k, item in enumerate(items):
+        merged = {**base, **item}
+        out.append((f"{loc}, {spec.explode}[{k}]", _unescape(merged) if spec.unescape else merged))
+    return out
+
+
+def _unescape(row: dict) -> dict:
+    return {k: v.replace("\\n", "\n") if isinstance(v, str) else v for k, v in row.items()}
+
+
+def to_record(row: dict, spec, loc: str) -> dict:
+    """The standard record for one row; raises DataError naming the row, field and column."""
+    get = _Getter(row, spec, loc)
+    if spec.format in ("alpaca", "prompt_completion"):
+        if spec.format == "alpaca":
+            instruction, extra = get.text("instruction"), get.text("input", optional=True).strip()
+            prompt = instruction + ("\n\n" + extra if extra else "")
+            return {"prompt": prompt, "completion": get.text("output")}
+        return {"prompt": get.text("prompt"), "completion": get.text("completion")}
+    if spec.format == "cot":
+        return _cot(get, spec)
+    if spec.format == "messages":
+        return {"messages": _messages(get)}
+    if spec.format == "text":
+        return {"text": get.text("text")}
+    raise DataError(f"{loc}: unknown format {spec.format!r}; accepted: {', '.join(FORMATS)}")
+
+
+class _Getter:
+    """Reads format fields through the column map; errors say field, column and expectation."""
+
+    def __init__(self, row: dict, spec, loc: str):
+        self.row, self.spec, self.loc = row, spec, loc
+
+    def name(self, field: str) -> str:
+        col = self.spec.columns.get(field, field)
+        return f"field {field!r}" + (f" (column {col!r})" if col != field else "")
+
+    def fail(self, field: str, expected: str, got: str):
+        raise DataError(f"{self.loc}: {self.name(field)}: expected {expected}, {got}")
+
+    def raw(self, field: str, optional: bool = False):
+        col = self.spec.columns.get(field, field)
+        if col not in self.row:
+            if optional:
+                return None
+            self.fail(field, "a value", f"but the row has no such column; its columns: "
+                      f"{', '.join(map(str, self.row)) or '(none)'}")
+        return self.row[col]
+
+    def text(self, field: str, optional: bool = False, numbers: bool = False) -> str:
+        value = self.raw(field, optional)
+        if value is None and optional:
+            return ""
+        if numbers and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(int(value)) if float(value).is_integer() else str(value)
+        if not isinstance(value, str):
+            self.fail(field, "text", f"got {type_name(value)} {short(value)}")
+        if not optional and field != "rationale" and not value.strip():
+            self.fail(field, "non-empty text", "got an empty string")
+        return value
+
+
+def _cot(get: _Getter, spec) -> dict:
+    question = get.text("question")
+    if spec.split_answer:  # GSM8K: "...worked steps...\n#### 72" in one column
+        full = get.text("rationale")
+        found = list(answer_regex(spec.answer_format).finditer(full))
+        if not found:
+            get.fail("rationale", f"text ending with an answer line like {spec.answer_format!r} (split_answer)",
+                     f"got {short(full[-60:])}")
+        last = found[-1]
+        rationale, answer = full[: last.start()].strip(), last.group(1).strip()
+    else:
+        rationale, answer = get.text("rationale").strip(), get.text("answer", numbers=True).strip()
+    return {"prompt": question, "rationale": rationale, "answer_line": format_answer(answer, spec.answer_format)}
+
+
+def _messages(get: _Getter) -> list[dict]:
+    turns = get.raw("messages")
+    if not isinstance(turns, list) or not turns:
+        get.fail("messages", "a non-empty list of {role, content} turns", f"got {type_name(turns)} {short(turns)}")
+    out = []
+    for i, turn in enumerate(turns):
+        at = f"turn {i + 1}"
+        if not isinstance(turn, dict):
+            get.fail("messages", f"{at} to be an object {{role, content}}", f"got {type_name(turn)} {short(turn)}")
+        role, content = turn.get("role"), turn.get("content")
+        if role not in ROLES:
+            get.fail("messages", f"{at} role to be one of {', '.join(ROLES)}", f"got {short(role)}")
+        if not isinstance(content, str):
+            get.fail("messages", f"{at} content to be text", f"got {type_name(content)} {short(content)}")
+        out.append({"role": role, "content": content})
+    if not any(t["role"] == "assistant" and t["content"].strip() for t in out):
+        get.fail("messages", "at least one assistant turn with text (nothing to train otherwise)",
+                 f"got roles {', '.join(t['role'] for t in out)}")
+    return out
