@@ -62,27 +62,34 @@ def base_spec(run_dir: Path) -> str:
     return spec
 
 
+def _run_tokenizer(run_dir: Path, model, fallback: Path | None = None):
+    """The tokenizer a run saved (tokenizer/: its chat template and pad token), set up like load_model's."""
+    from transformers import AutoTokenizer
+
+    from finetune.model import setup_tokenizer
+
+    folder = run_dir / "tokenizer" if (run_dir / "tokenizer").is_dir() else fallback
+    return setup_tokenizer(AutoTokenizer.from_pretrained(str(folder)), model) if folder else None
+
+
 def load_for_eval(path, *, dtype: str = "float32"):
     """(model, tokenizer) for a run directory (LoRA adapter on its base, or full weights) or any model spec."""
-    from finetune.model import DTYPES, load_model, load_tokenizer, setup_tokenizer
+    from finetune.model import DTYPES, load_model
 
     p = Path(path)
     if not is_run_dir(p):
         return load_model(str(path), dtype=dtype)
-    run_tok = p / "tokenizer"
     if (p / "adapter" / "adapter_config.json").is_file():
         from peft import PeftModel
 
         model, tokenizer = load_model(base_spec(p), dtype=dtype)
-        if run_tok.is_dir():
-            tokenizer = load_tokenizer(str(run_tok))
+        tokenizer = _run_tokenizer(p, model) or tokenizer
         model = PeftModel.from_pretrained(model, str(p / "adapter"))
     else:
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(str(p / "model"), dtype=DTYPES[dtype], use_safetensors=True)
-        tokenizer = load_tokenizer(str(run_tok if run_tok.is_dir() else p / "model"))
-        setup_tokenizer(tokenizer, model)
+        tokenizer = _run_tokenizer(p, model, fallback=p / "model")
     model.eval()
     return model, tokenizer
 
