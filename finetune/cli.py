@@ -119,8 +119,13 @@ def main(argv=None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
     args = parser.parse_args(argv)
+    from finetune.faults import Interrupted
+
     try:
         args.func(args)
+    except Interrupted as e:
+        print(f"\n[finetune] {e}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("\ninterrupted; the run directory keeps its last complete checkpoint (rerun to resume)",
               file=sys.stderr)

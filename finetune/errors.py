@@ -9,8 +9,9 @@ _SOURCES = {
     "finetune.methods": ["MethodError"],
     "finetune.prompts": ["TemplateError"],
     "finetune.rundir": ["RunDirError"],
-    "finetune.data.build": ["DataError"],
-    "finetune.eval.tasks": ["TaskError"],
+    "finetune.data.errors": ["DataError"],
+    "finetune.eval.taskfile": ["TaskError"],
+    "finetune.faults": ["TrainingError"],
 }
 
 

@@ -12,28 +12,14 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import TrainerCallback, set_seed
+from transformers import set_seed
 
 from finetune import rundir
 from finetune.data.build import build_datasets
+from finetune.faults import Interrupted, JsonlLogger, StopOnSignal, explain_oom, guarded_trainer_class
 from finetune.methods import apply_method, format_table, trainable_table
 from finetune.model import load_model, resolve_model
 from finetune.recipe import Recipe, dump_recipe
-
-
-class JsonlLogger(TrainerCallback):
-    """Appends every trainer log record (loss, lr, grad norm) to logs/train_log.jsonl."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs:
-            return
-        record = {"step": state.global_step, "epoch": round(state.epoch or 0, 4), **logs}
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
 
 
 def sft_config(recipe: Recipe, run_dir: Path):
@@ -97,8 +83,6 @@ def plot_loss(log_path: Path, out_path: Path) -> None:
 
 def train(recipe: Recipe, *, overwrite: bool = False):
     """Train per the recipe; returns (run_dir, model, tokenizer) with the trained model in memory."""
-    from trl import SFTTrainer
-
     run_dir = recipe.run_dir()
     resuming = rundir.prepare(run_dir, overwrite or recipe.output.overwrite)
     started = time.time()
@@ -128,18 +112,29 @@ def train(recipe: Recipe, *, overwrite: bool = False):
 
     log_path = run_dir / "logs" / "train_log.jsonl"
     ckpt = rundir.last_checkpoint(run_dir) if resuming else None
-    if not ckpt and log_path.exists():
-        log_path.unlink()  # a fresh start: the old log belongs to nothing
-    trainer = SFTTrainer(model=model, args=sft_config(recipe, run_dir), train_dataset=bundle.train,
-                         eval_dataset=bundle.val, processing_class=tokenizer, callbacks=[JsonlLogger(log_path)])
+    resume_step = int(ckpt.rsplit("-", 1)[1]) if ckpt else 0
+    stopper = StopOnSignal()
+    trainer = guarded_trainer_class()(
+        model=model, args=sft_config(recipe, run_dir), train_dataset=bundle.train, eval_dataset=bundle.val,
+        processing_class=tokenizer, callbacks=[JsonlLogger(log_path, resume_step), stopper])
     if ckpt:
         print(f"[finetune] resuming from {ckpt}", flush=True)
     t_train = time.time()
+    stopper.install()
     try:
         result = trainer.train(resume_from_checkpoint=ckpt)
     except BaseException as e:
         rundir.set_status(run_dir, "failed", error=f"{type(e).__name__}: {e}"[:500])
+        oom = explain_oom(e, recipe.train.batch_size, recipe.train.grad_accum, recipe.data.max_length)
+        if oom:
+            raise oom from e
         raise
+    finally:
+        stopper.uninstall()
+    if stopper.requested:
+        rundir.set_status(run_dir, "failed", error="interrupted; rerun the same command to resume")
+        raise Interrupted(f"stopped at step {trainer.state.global_step}; checkpoint written to "
+                          f"{rundir.last_checkpoint(run_dir)}. Rerun the same command to resume.")
     manifest["wall_times"]["train_s"] = round(time.time() - t_train, 2)
     manifest["train_metrics"] = result.metrics
 
