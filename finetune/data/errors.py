@@ -25,3 +25,8 @@ def type_name(value) -> str:
 def short(value, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe(value) -> str:
+    """'null', 'integer 5', "list ['a']": what a field held, for 'expected X, got Y' messages."""
+    return "null" if value is None else f"{type_name(value)} {short(value)}"

@@ -17,7 +17,7 @@ column, e.g. Self-Instruct `instances`), `unescape` (literal \\n -> newline, FLA
 Every problem raises DataError naming the row, the field, its column and what was expected.
 """
 
-from finetune.data.errors import DataError, short, type_name
+from finetune.data.errors import DataError, describe, short
 from finetune.eval.extract import answer_regex, format_answer
 
 FORMATS = {  # format -> (required fields, optional fields)
@@ -52,7 +52,7 @@ def expand(row: dict, loc: str, spec) -> list[tuple[str, dict]]:
         return [(loc, _unescape(row) if spec.unescape else row)]
     items = row.get(spec.explode)
     if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
-        got = "missing" if spec.explode not in row else f"got {type_name(items)} {short(items)}"
+        got = "missing" if spec.explode not in row else f"got {describe(items)}"
         raise DataError(f"{loc}: field {spec.explode!r} (explode): expected a non-empty list of objects, {got}")
     base = {k: v for k, v in row.items() if k != spec.explode}
     out = []
@@ -102,7 +102,7 @@ class _Getter:
         if col not in self.row:
             if optional:
                 return None
-            self.fail(field, "a value", f"but the row has no such column; its columns: "
+            self.fail(field, "a value", f"but the row has no column {col!r}; its columns: "
                       f"{', '.join(map(str, self.row)) or '(none)'}")
         return self.row[col]
 
@@ -113,7 +113,7 @@ class _Getter:
         if numbers and isinstance(value, (int, float)) and not isinstance(value, bool):
             value = str(int(value)) if float(value).is_integer() else str(value)
         if not isinstance(value, str):
-            self.fail(field, "text", f"got {type_name(value)} {short(value)}")
+            self.fail(field, "text", f"got {describe(value)}")
         if not optional and field != "rationale" and not value.strip():
             self.fail(field, "non-empty text", "got an empty string")
         return value
@@ -137,17 +137,17 @@ def _cot(get: _Getter, spec) -> dict:
 def _messages(get: _Getter) -> list[dict]:
     turns = get.raw("messages")
     if not isinstance(turns, list) or not turns:
-        get.fail("messages", "a non-empty list of {role, content} turns", f"got {type_name(turns)} {short(turns)}")
+        get.fail("messages", "a non-empty list of {role, content} turns", f"got {describe(turns)}")
     out = []
     for i, turn in enumerate(turns):
         at = f"turn {i + 1}"
         if not isinstance(turn, dict):
-            get.fail("messages", f"{at} to be an object {{role, content}}", f"got {type_name(turn)} {short(turn)}")
+            get.fail("messages", f"{at} to be an object {{role, content}}", f"got {describe(turn)}")
         role, content = turn.get("role"), turn.get("content")
         if role not in ROLES:
             get.fail("messages", f"{at} role to be one of {', '.join(ROLES)}", f"got {short(role)}")
         if not isinstance(content, str):
-            get.fail("messages", f"{at} content to be text", f"got {type_name(content)} {short(content)}")
+            get.fail("messages", f"{at} content to be text", f"got {describe(content)}")
         out.append({"role": role, "content": content})
     if not any(t["role"] == "assistant" and t["content"].strip() for t in out):
         get.fail("messages", "at least one assistant turn with text (nothing to train otherwise)",

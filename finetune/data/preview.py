@@ -57,8 +57,9 @@ def render_example(ids: list[int], labels: list[int], tokenizer, max_length: int
     return "".join(out)
 
 
-def print_preview(bundle: DataBundle, tokenizer, max_length: int, n: int, color: bool, out=sys.stdout) -> list[str]:
+def print_preview(bundle: DataBundle, tokenizer, max_length: int, n: int, color: bool, out=None) -> list[str]:
     """Print N examples and the totals; return the audit's problems (empty when training may start)."""
+    out = out or sys.stdout
     paint = (lambda c, s: f"{c}{s}{RESET}") if color else (lambda c, s: s)
     legend = (f"{paint(GREEN, 'trained')} / {paint(GREY, 'masked (-100)')} / {paint(RED, 'cut (beyond max_length)')}"
               if color else "«trained» / masked (-100) unmarked / ✂ cut beyond max_length")

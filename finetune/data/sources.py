@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Iterator
 
-from finetune.data.errors import DataError, short, type_name, where
+from finetune.data.errors import DataError, describe, type_name, where
 from finetune.data.synthetic import GENERATORS
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
@@ -103,7 +103,7 @@ def _read_jsonl(data: bytes, label: str) -> Rows:
                                  "per line")
             continue
         if not isinstance(obj, dict):
-            yield loc, DataError(f"{loc}: expected a JSON object {{...}}, got {type_name(obj)} {short(obj)}")
+            yield loc, DataError(f"{loc}: expected a JSON object {{...}}, got {describe(obj)}")
             continue
         yield loc, obj
 
@@ -135,7 +135,7 @@ def _objects(items: list, label: str) -> Rows:
         if isinstance(obj, dict):
             yield loc, obj
         else:
-            yield loc, DataError(f"{loc}: expected an object {{...}}, got {type_name(obj)} {short(obj)}")
+            yield loc, DataError(f"{loc}: expected an object {{...}}, got {describe(obj)}")
 
 
 def _read_delimited(data: bytes, label: str, delimiter: str, header: list[str] | None) -> Rows:
