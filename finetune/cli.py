@@ -17,9 +17,14 @@ import os
 import sys
 
 
-def _add_recipe_args(p: argparse.ArgumentParser):
+def _add_recipe_args(p: argparse.ArgumentParser, launch: bool = False):
     p.add_argument("recipe", help="recipe YAML file")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=20 method.r=8")
+    if launch:
+        p.add_argument("--overwrite", action="store_true", help="replace a finished run directory")
+        p.add_argument("--nproc", type=int, default=None, help="data-parallel processes (accelerate launch)")
+        p.add_argument("--accelerate-config", default=None,
+                       help="accelerate config file, e.g. recipes/accelerate/fsdp.yaml")
 
 
 def _load(args):
@@ -36,27 +41,25 @@ def cmd_validate(args):
           f"{len(recipe.data.datasets)} dataset(s), run dir {recipe.run_dir()})")
 
 
-def cmd_train(args):
-    from finetune import rundir
+def cmd_train(args, evaluate: bool = False):
+    from finetune import launch, rundir
     from finetune.train import train
 
     recipe = _load(args)
-    run_dir, *_ = train(recipe, overwrite=args.overwrite)
+    if (args.nproc or args.accelerate_config) and not launch.launched():
+        raise SystemExit(launch.relaunch(sys.argv[1:], args.nproc, args.accelerate_config))
+    run_dir, model, tokenizer, manifest = train(recipe, overwrite=args.overwrite)
+    if not launch.is_main():
+        return  # rank 0 alone writes the run directory and evaluates
+    if evaluate and recipe.eval.tasks and not args.no_eval:
+        from finetune.evaluation import evaluate_run
+        evaluate_run(recipe, run_dir, model, tokenizer, manifest)
     rundir.set_status(run_dir, "finished")
     print(f"[finetune] done: {run_dir}")
 
 
 def cmd_run(args):
-    from finetune import rundir
-    from finetune.train import train
-
-    recipe = _load(args)
-    run_dir, model, tokenizer, manifest = train(recipe, overwrite=args.overwrite)
-    if recipe.eval.tasks and not args.no_eval:
-        from finetune.evaluation import evaluate_run
-        evaluate_run(recipe, run_dir, model, tokenizer, manifest)
-    rundir.set_status(run_dir, "finished")
-    print(f"[finetune] done: {run_dir}")
+    cmd_train(args, evaluate=True)
 
 
 def cmd_ls(args):
@@ -71,15 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="train, then evaluate base vs finetuned and write the report")
-    _add_recipe_args(p)
-    p.add_argument("--overwrite", action="store_true", help="replace a finished run directory")
+    _add_recipe_args(p, launch=True)
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("train", help="train only")
-    _add_recipe_args(p)
-    p.add_argument("--overwrite", action="store_true", help="replace a finished run directory")
-    p.set_defaults(func=cmd_train)
+    _add_recipe_args(p, launch=True)
+    p.set_defaults(func=cmd_train, no_eval=True)
 
     p = sub.add_parser("validate", help="check a recipe and report every problem")
     _add_recipe_args(p)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from finetune.launch import is_main
+
 
 class TrainingError(RuntimeError):
     """A training-time fault explained to the user (exit status 2, no traceback)."""
@@ -29,7 +31,7 @@ class JsonlLogger(TrainerCallback):
     def __init__(self, path: Path, resume_step: int = 0):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists():  # drop records a killed run wrote after its last checkpoint
+        if path.exists() and is_main():  # drop records a killed run wrote after its last checkpoint
             keep = [l for l in path.read_text(encoding="utf-8").splitlines()
                     if l.strip() and _step(l) is not None and _step(l) <= resume_step]
             path.write_text("".join(l + "\n" for l in keep), encoding="utf-8")

@@ -28,6 +28,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from finetune.launch import is_main
+
 PACKAGES = ["finetune", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "gguf"]
 STATES = ("running", "finished", "failed")
 
@@ -37,6 +39,8 @@ class RunDirError(ValueError):
 
 
 def write_atomic(path: Path, text: str) -> None:
+    if not is_main():  # multi-process runs: rank 0 alone writes the run directory
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -75,6 +79,8 @@ def prepare(run_dir: Path, overwrite: bool) -> bool:
     if run_dir.exists() and state is None and any(run_dir.iterdir()):
         raise RunDirError(f"{run_dir} exists and is not a finetune run directory (no status.json); "
                           "choose another output.dir")
+    if not is_main():
+        return state in ("running", "failed")
     if state == "finished" and overwrite:
         import shutil
         shutil.rmtree(run_dir)

@@ -15,6 +15,7 @@ import torch
 from transformers import set_seed
 
 from finetune import rundir
+from finetune.launch import is_main
 from finetune.data.build import build_datasets
 from finetune.faults import Interrupted, JsonlLogger, StopOnSignal, explain_oom, guarded_trainer_class
 from finetune.methods import apply_method, format_table, trainable_table
@@ -140,8 +141,9 @@ def train(recipe: Recipe, *, overwrite: bool = False):
 
     model = trainer.model
     model.eval()
-    save_outputs(model, tokenizer, run_dir, recipe.method.name)
-    plot_loss(log_path, run_dir / "plots" / "loss.png")
+    if is_main():
+        save_outputs(model, tokenizer, run_dir, recipe.method.name)
+        plot_loss(log_path, run_dir / "plots" / "loss.png")
     manifest["wall_times"]["total_s"] = round(time.time() - started, 2)
     rundir.write_json(run_dir / "manifest.json", manifest)
     return run_dir, model, tokenizer, manifest
