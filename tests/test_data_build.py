@@ -87,3 +87,25 @@ def test_impossible_splits(tmp_path):
         build_datasets(DataConfig(datasets=[a], val_size=1), TOK)
     with pytest.raises(DataError, match="data.datasets: empty"):
         build_datasets(DataConfig(datasets=[]), TOK)
+
+
+def test_every_file_type_gives_the_same_records(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from finetune.data.build import load_records
+    from finetune.data.registry import resolve_spec
+
+    rows = [{"q": "Line one\nline two, with a comma", "a": 'say "hi"'}, {"q": "2+2?", "a": "4"}]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "d.json").write_text(json.dumps(rows))
+    (tmp_path / "d.csv").write_text('q,a\n"Line one\nline two, with a comma","say ""hi"""\n2+2?,4\n')
+    (tmp_path / "d.tsv").write_text('Line one\\nline two, with a comma\tsay "hi"\n2+2?\t4\n')
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")
+    expected = [{"prompt": r["q"], "completion": r["a"]} for r in rows]
+    for suffix in ("jsonl", "json", "csv", "tsv", "parquet"):
+        extra = {"header": ["q", "a"], "unescape": True} if suffix == "tsv" else {}
+        spec = DatasetSpec(source=str(tmp_path / f"d.{suffix}"), format="prompt_completion",
+                           columns={"prompt": "q", "completion": "a"}, **extra)
+        records, skipped, _ = load_records(resolve_spec(spec), DataConfig())
+        assert records == expected and not skipped, suffix

@@ -142,4 +142,5 @@ def test_format_specific_problems(tmp_path):
            "'#### {answer}' (split_answer)" in msg
     tasks = jsonl(tmp_path, [{"instruction": "Do", "instances": "oops"}], name="t.jsonl")
     msg = error_of(tasks, format="alpaca", columns={}, explode="instances")
-    assert msg == f"{tasks}:1: row 1: field 'instances' (explode): expected a non-empty list of objects, got text 'oops'"
+    assert msg == (f"{tasks}:1: row 1: field 'instances' (explode): expected a non-empty list of objects, "
+                   "got text 'oops'")

@@ -73,6 +73,8 @@ def test_data_path_override_order(tmp_path, monkeypatch):
     train = resolve_spec(DatasetSpec(name="gsm8k"))
     assert locate(train) == "openai/gsm8k", "the data dir lacks gsm8k/train.jsonl: fall back to the source"
     assert locate(resolve_spec(DatasetSpec(name="gsm8k", path=str(local)))) == str(local), "path: a file"
+    assert locate(resolve_spec(DatasetSpec(name="gsm8k", split="test", source="mine.jsonl"))) == "mine.jsonl", \
+        "a recipe's own source wins over the definition's local copy"
     assert locate(resolve_spec(DatasetSpec(name="gsm8k", split="test", path=str(tmp_path)))) == str(local)
     with pytest.raises(DataError, match="does not exist"):
         locate(resolve_spec(DatasetSpec(name="gsm8k", path=str(tmp_path))))

@@ -1,1 +1,11 @@
-"""Datasets: sources, formats, built-in generators, tokenization with loss masks."""
+"""Datasets: from a recipe's `data:` section to tokenized train / validation sets for TRL.
+
+    registry.py   data/<name>.yaml definitions, recipe overrides, data-path override, `ls datasets`
+    sources.py    rows from local files, URLs, the hub, built-in generators (with row locations)
+    formats.py    row -> standard record: alpaca, prompt_completion, cot, messages, text
+    tokenize.py   record -> input_ids + labels: the loss-mask rules
+    build.py      all of it, cached, mixed, split, shuffled: build_datasets() -> DataBundle
+    audit.py      token counts and the label checks that run before training
+    preview.py    `finetune preview`: examples with the mask in colour, totals, audit
+    synthetic.py  built-in generators (arithmetic CoT)
+"""

@@ -41,15 +41,15 @@ def token_stats(rows, max_length: int, end_ids: set[int]) -> dict:
     return s
 
 
-def _rows(ds, answer_end: list[int] | None):
-    cols = ["input_ids", "labels"] + (["answer_end"] if answer_end is None and "answer_end" in ds.column_names
-                                      else [])
+def rows_of(ds, answer_end: list[int] | None = None):
+    """(input_ids, labels, answer_end) per row, read in batches; answer_end from the list, the column, or -1."""
+    has_column = answer_end is None and "answer_end" in ds.column_names
     i = 0
-    for batch in ds.select_columns(cols).iter(batch_size=1000):
-        ends = batch.get("answer_end") or [answer_end[i + k] if answer_end else -1
-                                           for k in range(len(batch["input_ids"]))]
+    for batch in ds.select_columns(["input_ids", "labels"] + (["answer_end"] if has_column else [])).iter(1000):
+        n = len(batch["input_ids"])
+        ends = batch["answer_end"] if has_column else answer_end[i:i + n] if answer_end else [-1] * n
         yield from zip(batch["input_ids"], batch["labels"], ends)
-        i += len(batch["input_ids"])
+        i += n
 
 
 def stats_of(data, tokenizer, max_length: int, template=None) -> dict:
@@ -57,7 +57,7 @@ def stats_of(data, tokenizer, max_length: int, template=None) -> dict:
     ds = getattr(data, "train", data)
     template = template or getattr(data, "template", None)
     end_ids = end_token_ids(template, tokenizer) if template is not None else {tokenizer.eos_token_id}
-    return token_stats(_rows(ds, getattr(data, "answer_end", None)), max_length, end_ids)
+    return token_stats(rows_of(ds, getattr(data, "answer_end", None)), max_length, end_ids)
 
 
 def problems_of(stats: dict, tokenizer, max_cut_answers: float = MAX_CUT_ANSWERS) -> list[str]:

@@ -24,7 +24,7 @@ from pathlib import Path
 from datasets import Dataset, concatenate_datasets
 
 from finetune.data import tokenize as tokenize_module
-from finetune.data.audit import token_stats
+from finetune.data.audit import rows_of, token_stats
 from finetune.data.errors import DataError
 from finetune.data.formats import check_spec, expand, to_record
 from finetune.data.registry import RegistryEntry, locate, resolve_spec
@@ -157,8 +157,7 @@ def build_datasets(cfg: DataConfig, tokenizer, seed: int = 0) -> DataBundle:
                             "skipped_first": skipped[:3], "cache_hit": hit})
     train, val = mix(parts, [e.weight for e in entries], cfg.val_size, seed)
     answer_end = list(train["answer_end"])
-    stats = token_stats(zip(train["input_ids"], train["labels"], answer_end), cfg.max_length,
-                        end_token_ids(template, tokenizer))
+    stats = token_stats(rows_of(train), cfg.max_length, end_token_ids(template, tokenizer))
     stats.update(datasets=per_dataset, skipped_rows=sum(d["skipped_rows"] for d in per_dataset),
                  cache_hits=sum(d["cache_hit"] for d in per_dataset), val_examples=len(val) if val else 0)
     fingerprint = hashlib.sha256(json.dumps([keys, [e.weight for e in entries], cfg.val_size, seed,

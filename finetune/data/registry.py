@@ -84,6 +84,8 @@ def resolve_spec(spec: DatasetSpec, index: int = 0) -> RegistryEntry:
     defaults = DatasetSpec()
     overrides = {f.name: getattr(spec, f.name) for f in fields(DatasetSpec)
                  if f.name != "name" and getattr(spec, f.name) != getattr(defaults, f.name)}
+    if "source" in overrides:  # `local` is a copy of the definition's source, not of the recipe's
+        overrides["local"] = None
     return replace(base, **overrides)
 
 
@@ -137,7 +139,8 @@ def format_listing() -> str:
     lines = [f"{'NAME'.ljust(width)}  FORMAT             DESCRIPTION"]
     for r in rows:
         lines.append(f"{r['name'].ljust(width)}  {r['format'].ljust(17)}  {r['description']}")
-        lines.append(f"{'':{width}}  {'':17}  source: {r['source']}" + (f"   local: {r['local']}" if r["local"] else ""))
+        local = f"   local: {r['local']}" if r["local"] else ""
+        lines.append(f"{'':{width}}  {'':17}  source: {r['source']}{local}")
     lines.append(f"\n{len(rows)} datasets in {resource_dir('data')}; a recipe uses one with `- name: NAME`. "
                  f"`local` is read instead of `source` when data.data_dir or ${DATA_ENV} holds it.")
     return "\n".join(lines)
