@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
                   "evaluate a model or run directory on eval tasks")
     _add_optional(sub, "compare", "finetune.eval.commands", "add_compare_args", "cmd_compare",
                   "compare two eval result folders (paired tests, flips, report)")
+    _add_optional(sub, "export", "finetune.export", "add_export_args", "cmd_export",
+                  "write a standard transformers folder (LoRA: --merge the adapter)")
     return parser
 
 

@@ -12,6 +12,8 @@ _SOURCES = {
     "finetune.data.errors": ["DataError"],
     "finetune.eval.taskfile": ["TaskError"],
     "finetune.faults": ["TrainingError"],
+    "finetune.export": ["ExportError"],
+    "finetune.memory": ["MemoryEstimateError"],
 }
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from transformers import set_seed
 
-from finetune import rundir
+from finetune import memory, rundir
 from finetune.launch import is_main
 from finetune.data.build import build_datasets
 from finetune.faults import Interrupted, JsonlLogger, StopOnSignal, explain_oom, guarded_trainer_class
@@ -82,22 +82,67 @@ def plot_loss(log_path: Path, out_path: Path) -> None:
     plt.close(fig)
 
 
-def train(recipe: Recipe, *, overwrite: bool = False):
-    """Train per the recipe; returns (run_dir, model, tokenizer) with the trained model in memory."""
-    run_dir = recipe.run_dir()
-    resuming = rundir.prepare(run_dir, overwrite or recipe.output.overwrite)
-    started = time.time()
-    rundir.set_status(run_dir, "running")
-    rundir.write_atomic(run_dir / "recipe.yaml", dump_recipe(recipe))
-    set_seed(recipe.train.seed)
-
-    base_path = resolve_model(recipe.model.name)
+def setup_model(recipe: Recipe):
+    """Base model + tokenizer with the method applied; prints the trainable table and memory estimate."""
     model, tokenizer = load_model(recipe.model.name, dtype=recipe.model.dtype, revision=recipe.model.revision,
                                   trust_remote_code=recipe.model.trust_remote_code,
                                   allow_pickle=recipe.model.allow_pickle)
     model = apply_method(model, recipe.method)
     table = trainable_table(model)
     print(format_table(table), flush=True)
+    est = memory.estimate(model, recipe)
+    print(memory.format_estimate(est), flush=True)
+    memory.check_fits(est, *memory.available_bytes(), recipe)
+    return model, tokenizer, table, est
+
+
+def fit(recipe: Recipe, run_dir: Path, model, tokenizer, bundle, resuming: bool):
+    """TRL SFTTrainer.train(), resuming from the last complete checkpoint; returns the trainer and metrics."""
+    log_path = run_dir / "logs" / "train_log.jsonl"
+    ckpt = rundir.last_checkpoint(run_dir) if resuming else None
+    stopper = StopOnSignal()
+    trainer = guarded_trainer_class()(
+        model=model, args=sft_config(recipe, run_dir), train_dataset=bundle.train, eval_dataset=bundle.val,
+        processing_class=tokenizer,
+        callbacks=[JsonlLogger(log_path, int(ckpt.rsplit("-", 1)[1]) if ckpt else 0), stopper])
+    if ckpt:
+        print(f"[finetune] resuming from {ckpt}", flush=True)
+    stopper.install()
+    try:
+        result = trainer.train(resume_from_checkpoint=ckpt)
+    except BaseException as e:
+        oom = explain_oom(e, recipe.train.batch_size, recipe.train.grad_accum, recipe.data.max_length)
+        if oom:
+            raise oom from e
+        raise
+    finally:
+        stopper.uninstall()
+    if stopper.requested:
+        raise Interrupted(f"stopped at step {trainer.state.global_step}; checkpoint written to "
+                          f"{rundir.last_checkpoint(run_dir)}. Rerun the same command to resume.")
+    return trainer, result.metrics
+
+
+def train(recipe: Recipe, *, overwrite: bool = False):
+    """Train per the recipe; returns (run_dir, model, tokenizer, manifest), the trained model in memory."""
+    run_dir = recipe.run_dir()
+    resuming = rundir.prepare(run_dir, overwrite or recipe.output.overwrite)
+    rundir.set_status(run_dir, "running")
+    try:
+        return _train(recipe, run_dir, resuming)
+    except BaseException as e:
+        error = "interrupted; rerun the same command to resume" if isinstance(e, (Interrupted, KeyboardInterrupt)) \
+            else f"{type(e).__name__}: {e}"[:500]
+        rundir.set_status(run_dir, "failed", error=error)
+        raise
+
+
+def _train(recipe: Recipe, run_dir: Path, resuming: bool):
+    started = time.time()
+    rundir.write_atomic(run_dir / "recipe.yaml", dump_recipe(recipe))
+    set_seed(recipe.train.seed)
+    base_path = resolve_model(recipe.model.name)
+    model, tokenizer, table, est = setup_model(recipe)
     rundir.write_atomic(run_dir / "trainable.txt", format_table(table) + "\n")
 
     t_data = time.time()
@@ -107,43 +152,19 @@ def train(recipe: Recipe, *, overwrite: bool = False):
                 "base_model_path": base_path, "method": recipe.method.name, "template": bundle.template.name,
                 "dataset_fingerprint": bundle.fingerprint, "train_examples": len(bundle.train),
                 "val_examples": len(bundle.val) if bundle.val is not None else 0,
-                "toolkit_commit": rundir.toolkit_commit(), "versions": rundir.versions(),
-                "trainable": table, "wall_times": {"data_s": round(time.time() - t_data, 2)}}
+                "toolkit_commit": rundir.toolkit_commit(), "versions": rundir.versions(), "trainable": table,
+                "memory_estimate_bytes": est, "wall_times": {"data_s": round(time.time() - t_data, 2)}}
     rundir.write_json(run_dir / "manifest.json", manifest)
 
-    log_path = run_dir / "logs" / "train_log.jsonl"
-    ckpt = rundir.last_checkpoint(run_dir) if resuming else None
-    resume_step = int(ckpt.rsplit("-", 1)[1]) if ckpt else 0
-    stopper = StopOnSignal()
-    trainer = guarded_trainer_class()(
-        model=model, args=sft_config(recipe, run_dir), train_dataset=bundle.train, eval_dataset=bundle.val,
-        processing_class=tokenizer, callbacks=[JsonlLogger(log_path, resume_step), stopper])
-    if ckpt:
-        print(f"[finetune] resuming from {ckpt}", flush=True)
     t_train = time.time()
-    stopper.install()
-    try:
-        result = trainer.train(resume_from_checkpoint=ckpt)
-    except BaseException as e:
-        rundir.set_status(run_dir, "failed", error=f"{type(e).__name__}: {e}"[:500])
-        oom = explain_oom(e, recipe.train.batch_size, recipe.train.grad_accum, recipe.data.max_length)
-        if oom:
-            raise oom from e
-        raise
-    finally:
-        stopper.uninstall()
-    if stopper.requested:
-        rundir.set_status(run_dir, "failed", error="interrupted; rerun the same command to resume")
-        raise Interrupted(f"stopped at step {trainer.state.global_step}; checkpoint written to "
-                          f"{rundir.last_checkpoint(run_dir)}. Rerun the same command to resume.")
+    trainer, metrics = fit(recipe, run_dir, model, tokenizer, bundle, resuming)
     manifest["wall_times"]["train_s"] = round(time.time() - t_train, 2)
-    manifest["train_metrics"] = result.metrics
-
+    manifest["train_metrics"] = metrics
     model = trainer.model
     model.eval()
     if is_main():
         save_outputs(model, tokenizer, run_dir, recipe.method.name)
-        plot_loss(log_path, run_dir / "plots" / "loss.png")
+        plot_loss(run_dir / "logs" / "train_log.jsonl", run_dir / "plots" / "loss.png")
     manifest["wall_times"]["total_s"] = round(time.time() - started, 2)
     rundir.write_json(run_dir / "manifest.json", manifest)
     return run_dir, model, tokenizer, manifest

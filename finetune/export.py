@@ -1,0 +1,61 @@
+"""`finetune export RUN [--merge] [--out DIR]`: a standard transformers folder.
+
+LoRA runs with --merge get the adapter folded into the base weights (PEFT
+merge_and_unload); freeze / full runs already hold whole weights. The folder has
+safetensors weights, the tokenizer with its chat template, and a generation config whose
+EOS and pad tokens match training, so it loads with plain transformers:
+
+    AutoModelForCausalLM.from_pretrained("runs/quickstart/export")
+    lm_eval --model hf --model_args pretrained=runs/quickstart/export --tasks gsm8k
+"""
+
+import argparse
+import shutil
+from pathlib import Path
+
+from finetune import rundir
+
+
+class ExportError(ValueError):
+    pass
+
+
+def add_export_args(p: argparse.ArgumentParser):
+    p.add_argument("run", help="run directory")
+    p.add_argument("--merge", action="store_true", help="LoRA: merge the adapter into the base weights")
+    p.add_argument("--out", default=None, help="output folder (default RUN/export)")
+    p.add_argument("--force", action="store_true", help="replace an existing output folder")
+
+
+def export_run(run_dir: Path, out: Path, merge: bool, force: bool = False) -> Path:
+    from finetune.eval.commands import is_run_dir, load_for_eval
+
+    if not is_run_dir(run_dir):
+        raise ExportError(f"{run_dir}: not a finished run directory (needs manifest.json and adapter/ or model/)")
+    if out.exists() and not force:
+        raise ExportError(f"{out} exists; pass --force to replace it")
+    is_lora = (run_dir / "adapter" / "adapter_config.json").is_file()
+    if is_lora and not merge:
+        raise ExportError(f"{run_dir} is a LoRA run: pass --merge to fold the adapter into the base weights "
+                          f"(the adapter alone is already in {run_dir / 'adapter'} and loads with PEFT)")
+    model, tokenizer = load_for_eval(run_dir)
+    if is_lora:
+        model = model.merge_and_unload()
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    gen = model.generation_config
+    gen.eos_token_id, gen.pad_token_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    rundir.write_atomic(out / "EXPORTED_FROM.txt", f"{run_dir.resolve()}\nmerged: {is_lora}\n")
+    return out
+
+
+def cmd_export(args) -> int:
+    run_dir = Path(args.run)
+    out = export_run(run_dir, Path(args.out) if args.out else run_dir / "export", args.merge, args.force)
+    print(f"[finetune] exported to {out}")
+    return 0
