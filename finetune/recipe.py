@@ -89,7 +89,7 @@ class DataConfig:
     skip_invalid_rows: bool = _f(False, "Skip and count bad rows instead of stopping at the first.")
     data_dir: str | None = _f(None, "Folder of local dataset copies (laid out like data/*.yaml `local:` paths); "
                               "default $FINETUNE_DATA_DIR.")
-    num_proc: int | None = _f(None, "Processes for tokenization (default: 1, or up to 4 for 10,000+ rows).", min=1)
+    num_proc: int | None = _f(None, "Tokenization processes (default: up to 4 from 2,000 rows, else 1).", min=1)
 
 
 @dataclass

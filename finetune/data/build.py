@@ -36,7 +36,7 @@ from finetune.resources import cache_dir
 
 __all__ = ["DataBundle", "DataError", "build_datasets", "load_records"]
 
-PARALLEL_ROWS = 10_000  # below this, worker start-up costs more than it saves
+PARALLEL_ROWS = 2_000  # below this, starting worker processes costs more than it saves
 
 
 @dataclass
