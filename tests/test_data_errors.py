@@ -134,8 +134,8 @@ def test_json_and_missing_and_unknown_files(tmp_path):
 def test_format_specific_problems(tmp_path):
     chats = jsonl(tmp_path, [{"messages": [{"role": "user", "content": "hi"}, {"role": "gpt", "content": "yo"}]}])
     msg = error_of(chats, format="messages", columns={})
-    assert msg == (f"{chats}:1: row 1: field 'messages': expected turn 2 role to be one of system, user, "
-                   "assistant, got 'gpt'")
+    assert msg == (f"{chats}:1: row 1: field 'messages': expected turn 2 'role' to be one of system, user, "
+                   "assistant, got text 'gpt'")
     gsm = jsonl(tmp_path, [{"question": "Q", "answer": "no final line"}], name="g.jsonl")
     msg = error_of(gsm, format="cot", columns={"rationale": "answer"}, split_answer=True)
     assert "row 1: field 'rationale' (column 'answer'): expected text ending with an answer line like " \

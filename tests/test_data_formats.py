@@ -99,6 +99,14 @@ def test_messages_train_every_assistant_turn_with_its_end_token():
     assert IGNORE not in every["labels"]
 
 
+def test_messages_column_map_reads_sharegpt_turns():
+    sharegpt = [{"from": {"system": "system", "user": "human", "assistant": "gpt"}[m["role"]], "value": m["content"]}
+                for m in MESSAGES]
+    ex = encode("messages", {"conversations": sharegpt}, columns={
+        "messages": "conversations", "role": "from", "content": "value", "user": "human", "assistant": "gpt"})
+    assert ex == encode("messages", {"messages": MESSAGES})
+
+
 @pytest.mark.parametrize("template", ["chat", "alpaca", "plain"])
 def test_one_turn_conversation_equals_prompt_completion(template):
     tpl = load_template(template)

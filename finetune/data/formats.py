@@ -7,8 +7,12 @@
 | alpaca            | instruction, input (optional), output  | prompt, completion              |
 | prompt_completion | prompt, completion                     | prompt, completion              |
 | cot               | question, rationale, answer            | prompt, rationale, answer_line  |
-| messages          | messages: [{role, content}, ...]       | messages                        |
+| messages          | messages: [{role, content}, ...] (*)   | messages                        |
 | text              | text                                   | text                            |
+
+(*) for messages, `columns` may also rename the keys inside a turn (`role`, `content`) and
+the role names (`user`, `assistant`, `system`): ShareGPT is `{messages: conversations,
+role: from, content: value, user: human, assistant: gpt}`.
 
 A dataset is a format plus at most a column map (`columns: {output: response}`), never a
 class. Options for files that do not fit directly: `explode` (one row per item of a list
@@ -24,7 +28,7 @@ FORMATS = {  # format -> (required fields, optional fields)
     "alpaca": (("instruction", "output"), ("input",)),
     "prompt_completion": (("prompt", "completion"), ()),
     "cot": (("question", "rationale", "answer"), ()),
-    "messages": (("messages",), ()),
+    "messages": (("messages",), ("role", "content", "system", "user", "assistant")),
     "text": (("text",), ()),
 }
 ROLES = ("system", "user", "assistant")
@@ -135,20 +139,25 @@ def _cot(get: _Getter, spec) -> dict:
 
 
 def _messages(get: _Getter) -> list[dict]:
+    """Turns as {role, content}; `columns` may rename the turn keys (role: from, content: value)
+    and the role values (user: human, assistant: gpt), e.g. for ShareGPT-style files."""
+    cols = get.spec.columns
+    role_key, content_key = cols.get("role", "role"), cols.get("content", "content")
+    roles = {cols.get(r, r): r for r in ROLES}  # the file's role name -> ours
     turns = get.raw("messages")
     if not isinstance(turns, list) or not turns:
-        get.fail("messages", "a non-empty list of {role, content} turns", f"got {describe(turns)}")
+        get.fail("messages", f"a non-empty list of {{{role_key}, {content_key}}} turns", f"got {describe(turns)}")
     out = []
     for i, turn in enumerate(turns):
         at = f"turn {i + 1}"
         if not isinstance(turn, dict):
-            get.fail("messages", f"{at} to be an object {{role, content}}", f"got {describe(turn)}")
-        role, content = turn.get("role"), turn.get("content")
-        if role not in ROLES:
-            get.fail("messages", f"{at} role to be one of {', '.join(ROLES)}", f"got {short(role)}")
+            get.fail("messages", f"{at} to be an object {{{role_key}, {content_key}}}", f"got {describe(turn)}")
+        role, content = turn.get(role_key), turn.get(content_key)
+        if role not in roles:
+            get.fail("messages", f"{at} {role_key!r} to be one of {', '.join(roles)}", f"got {describe(role)}")
         if not isinstance(content, str):
-            get.fail("messages", f"{at} content to be text", f"got {describe(content)}")
-        out.append({"role": role, "content": content})
+            get.fail("messages", f"{at} {content_key!r} to be text", f"got {describe(content)}")
+        out.append({"role": roles[role], "content": content})
     if not any(t["role"] == "assistant" and t["content"].strip() for t in out):
         get.fail("messages", "at least one assistant turn with text (nothing to train otherwise)",
                  f"got roles {', '.join(t['role'] for t in out)}")
