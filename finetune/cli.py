@@ -28,8 +28,12 @@ def _add_recipe_args(p: argparse.ArgumentParser, launch: bool = False):
 
 
 def _load(args):
+    from finetune import preflight
     from finetune.recipe import load_recipe
-    return load_recipe(args.recipe, args.overrides)
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    preflight.check(recipe)
+    return recipe
 
 
 def cmd_validate(args):

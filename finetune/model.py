@@ -99,23 +99,34 @@ def gguf_model_dir(gguf: Path) -> Path:
     return target if (target / "config.json").is_file() else convert_gguf(gguf, target)
 
 
-def resolve_model(spec: str) -> str:
-    """A local folder or hub id that `from_pretrained` can load."""
+def check_model_spec(spec: str) -> str:
+    """Which kind of spec this is ('packaged', 'gguf', 'folder', 'hub'); ModelError if none fits. No I/O
+    beyond looking at the local filesystem."""
     if spec in PACKAGED:
-        return str(packaged_model_dir(spec))
+        return "packaged"
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ModelError(f"model.name: GGUF file {spec} does not exist")
-        return str(gguf_model_dir(path))
+        return "gguf"
     if path.exists():
         if not (path / "config.json").is_file():
             raise ModelError(f"model.name: folder {spec} has no config.json; expected a transformers model folder")
-        return str(path)
-    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
-        raise ModelError(f"model.name: {spec} is neither an existing folder nor a hub id; accepted: a hub id "
-                         f"(org/name), a local folder, a .gguf file, or one of {', '.join(PACKAGED)}")
-    return spec  # a hub id: transformers resolves it (users have the hub; this machine does not)
+        return "folder"
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1 or not spec.strip():
+        raise ModelError(f"model.name: {spec!r} is neither an existing folder nor a hub id; accepted: a hub id "
+                         f"(org/name), a local folder, a .gguf file, or one of: {', '.join(PACKAGED)}")
+    return "hub"
+
+
+def resolve_model(spec: str) -> str:
+    """A local folder or hub id that `from_pretrained` can load (converting GGUF / packaged once)."""
+    kind = check_model_spec(spec)
+    if kind == "packaged":
+        return str(packaged_model_dir(spec))
+    if kind == "gguf":
+        return str(gguf_model_dir(Path(spec).expanduser()))
+    return spec  # a folder, or a hub id that transformers resolves (users have the hub; this machine does not)
 
 
 def _check_weights_format(path: str, allow_pickle: bool):
@@ -164,9 +175,13 @@ def load_model(spec: str, *, dtype: str = "float32", revision: str | None = None
     path = resolve_model(spec)
     _check_weights_format(path, allow_pickle)
     kwargs = dict(revision=revision, trust_remote_code=trust_remote_code)
-    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], use_safetensors=not allow_pickle or None,
-                                                 **kwargs)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype],
+                                                     use_safetensors=not allow_pickle or None, **kwargs)
+    except OSError as e:  # not found on the hub, no network, missing files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"model.name: could not load {spec!r}: {first}") from None
     setup_tokenizer(tokenizer, model)
     model.eval()
     return model, tokenizer

@@ -138,10 +138,20 @@ class Recipe:
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "Evaluation after training."})
     output: OutputConfig = field(default_factory=OutputConfig, metadata={"help": "Where the run goes."})
     source_path: str = field(default="", metadata={"internal": True})
+    source_lines: dict = field(default_factory=dict, metadata={"internal": True})  # dotted key -> "file:line"
+
+    def where(self, key: str) -> str:
+        """'file:line' (or the command-line override) that set `key`, else the file."""
+        while key:
+            if key in self.source_lines:
+                return self.source_lines[key]
+            key = key.rpartition(".")[0] if "." in key else ""
+        return self.source_path
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d.pop("source_path")
+        d.pop("source_lines")
         return d
 
     def hash(self) -> str:
@@ -161,26 +171,27 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     recipe.source_path = str(path)
     problems = cross_checks(recipe)
     if problems:
-        raise RecipeError([f"{path}: {p}" for p in problems])
+        raise RecipeError([f"{recipe.where(key)}: {p}" for key, p in problems])
     return recipe
 
 
-def cross_checks(recipe: Recipe) -> list[str]:
+def cross_checks(recipe: Recipe) -> list[tuple[str, str]]:
     """Problems no single key shows: options that conflict or leave nothing to do."""
     out = []
     if recipe.train.max_steps == -1 and recipe.train.epochs == 0:
-        out.append("train: nothing to train: max_steps is -1 and epochs is 0; set one of them")
+        out.append(("train.epochs", "train: nothing to train: max_steps is -1 and epochs is 0; set one of them"))
     if recipe.train.max_steps == 0:
-        out.append("train.max_steps: must be -1 (use epochs) or at least 1, got 0")
+        out.append(("train.max_steps", "train.max_steps: must be -1 (use epochs) or at least 1, got 0"))
     for i, ds in enumerate(recipe.data.datasets):
         if not ds.name and not ds.source and not ds.path:
-            out.append(f"data.datasets[{i}]: give a registered `name` (see `finetune ls datasets`) "
-                       "or an inline `source` with a `format`")
+            out.append((f"data.datasets[{i}]", f"data.datasets[{i}]: give a registered `name` (see `finetune ls "
+                        "datasets`) or an inline `source` with a `format`"))
     if recipe.method.name == "freeze" and recipe.method.layers == 0 and not recipe.method.extra_modules:
-        out.append("method.layers: freeze with layers 0 and no extra_modules trains nothing; "
-                   "use N (last N blocks) or -N (first N)")
+        out.append(("method.layers", "method.layers: freeze with layers 0 and no extra_modules trains nothing; "
+                    "use N (last N blocks) or -N (first N)"))
     if recipe.method.name != "freeze" and recipe.method.extra_modules:
-        out.append(f"method.extra_modules: only used by method 'freeze', but method is '{recipe.method.name}'")
+        out.append(("method.extra_modules", "method.extra_modules: only used by method 'freeze', but method is "
+                    f"'{recipe.method.name}'"))
     return out
 
 

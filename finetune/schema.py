@@ -98,6 +98,8 @@ def _apply_override(raw: dict, key: str, value, where: str, lines: dict):
         node = node[part]
         lines.setdefault(".".join(parts[: i + 1]), where)
     node[parts[-1]] = value
+    for old in [k for k in lines if k.startswith((key + ".", key + "["))]:
+        del lines[old]  # the file's positions inside the replaced value no longer apply
     lines[key] = where
 
 
@@ -109,6 +111,8 @@ def build(cls, text: str, filename: str, overrides=()):
         _apply_override(raw, key, value, where, lines)
     ctx = _Ctx(filename, lines, cls)
     obj = _build_dc(cls, raw, "", ctx)
+    if hasattr(obj, "source_lines"):
+        obj.source_lines = {k: ctx.where(k) for k in lines}
     if ctx.problems:
         raise RecipeError(ctx.problems, header=f"{filename}: {len(ctx.problems)} problem(s)"
                           if len(ctx.problems) > 1 else None)
@@ -175,6 +179,8 @@ def _build_dc(cls, raw, path: str, ctx: _Ctx):
         if name not in raw:
             if f.metadata.get("required"):
                 ctx.add(sub, f"required key is missing ({f.metadata['help']})", at=path)
+            elif dataclasses.is_dataclass(f.type):
+                kwargs[name] = _build_dc(f.type, {}, sub, ctx)  # a missing section may hold required keys
             continue
         kwargs[name] = _check(f.type, raw[name], sub, ctx, f.metadata)
     try:

@@ -24,7 +24,7 @@ def test_key_count_is_small():
 
 def test_misspelled_key_names_file_line_key_and_suggestion(tmp_path):
     path = tmp_path / "r.yaml"
-    path.write_text("model:\n  name: x\ntrain:\n  max_stpes: 3\n")
+    path.write_text("data:\n  datasets: [{name: arith_cot}]\ntrain:\n  max_stpes: 3\n")
     with pytest.raises(RecipeError) as e:
         load_recipe(path)
     assert str(e.value) == f"{path}:4: train.max_stpes: unknown key; did you mean 'train.max_steps'?"
