@@ -38,7 +38,8 @@ def update_readme(path: str = "README.md") -> bool:
     from pathlib import Path
 
     text = Path(path).read_text(encoding="utf-8")
-    new = re.sub(r"\| key \| type \| default \| meaning \|\n(\|.*\|\n)+", schema_reference() + "\n", text, count=1)
+    new = re.sub(r"\| key \| type \| default \| meaning \|\n(\|.*\|\n)+", lambda m: schema_reference() + "\n", text,
+                 count=1)
     Path(path).write_text(new, encoding="utf-8")
     return new != text
 
