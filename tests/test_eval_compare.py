@@ -70,7 +70,7 @@ def test_flips_counts_examples_and_mcnemar(tmp_path):
     assert (m["a"], m["b"], m["diff"]) == (0.4, 0.7, pytest.approx(0.3))
     assert m["test"] == "mcnemar_exact" and m["p_value"] == pytest.approx(mcnemar_exact(1, 4))
     assert m["ci"][0] <= m["diff"] <= m["ci"][1]
-    flips = res["tasks"]["t"]["flips"]
+    flips = res["tasks"]["t"]["flips"]["exact_match:strict"]
     assert (flips["fail_to_pass"], flips["pass_to_fail"]) == (4, 1)
     ex = flips["examples"]["fail_to_pass"][0]
     assert (ex["doc_id"], ex["a_output"], ex["b_output"]) == (0, "a0", "b0")

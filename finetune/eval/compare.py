@@ -37,10 +37,16 @@ def _side(d: Path, summary: dict) -> dict:
             "records": {t: str(Path(d) / s["records"]) for t, s in summary["tasks"].items()}}
 
 
-def _example(doc_id, ra: dict, rb: dict) -> dict:
+def _extracted(rec: dict, key: str):
+    """The answer the metric `key` scored: its filter's extraction for generation tasks."""
+    _, _, filt = key.partition(":")
+    return rec["by_filter"][filt]["extracted"] if filt and filt in rec.get("by_filter", {}) else rec.get("extracted")
+
+
+def _example(key: str, doc_id, ra: dict, rb: dict) -> dict:
     return {"doc_id": doc_id, "prompt": ra.get("prompt", "")[-PROMPT_TAIL:], "target": ra.get("target"),
             "a_output": ra.get("output"), "b_output": rb.get("output"),
-            "a_extracted": ra.get("extracted"), "b_extracted": rb.get("extracted")}
+            "a_extracted": _extracted(ra, key), "b_extracted": _extracted(rb, key)}
 
 
 def _metric(key: str, pairs: list, n_boot: int, seed: int, higher: bool) -> tuple[dict, dict | None]:
@@ -54,9 +60,9 @@ def _metric(key: str, pairs: list, n_boot: int, seed: int, higher: bool) -> tupl
         return {**out, "test": "paired_bootstrap", "p_value": res["p_bootstrap"]}, None
     up = [(d, ra, rb) for d, ra, rb in pairs if ra["scores"][key] == 0 and rb["scores"][key] == 1]
     down = [(d, ra, rb) for d, ra, rb in pairs if ra["scores"][key] == 1 and rb["scores"][key] == 0]
-    flips = {"key": key, "fail_to_pass": len(up), "pass_to_fail": len(down),
-             "examples": {"fail_to_pass": [_example(*p) for p in up[:N_EXAMPLES]],
-                          "pass_to_fail": [_example(*p) for p in down[:N_EXAMPLES]]}}
+    flips = {"fail_to_pass": len(up), "pass_to_fail": len(down),
+             "examples": {"fail_to_pass": [_example(key, *p) for p in up[:N_EXAMPLES]],
+                          "pass_to_fail": [_example(key, *p) for p in down[:N_EXAMPLES]]}}
     return {**out, "test": "mcnemar_exact", "p_value": mcnemar_exact(len(down), len(up)),
             "fail_to_pass": len(up), "pass_to_fail": len(down)}, flips
 
@@ -76,7 +82,7 @@ def _compare_task(name: str, sa: dict, sb: dict, da: Path, db: Path, n_boot: int
                         f"{mismatched[0]}); the comparison is not like for like")
     pairs = [(i, ra[i], rb[i]) for i in ids]
     out = {"n": len(ids), "output_type": sa.get("output_type"), "prompt_mismatches": len(mismatched),
-           "config_match": sa.get("config") == sb.get("config"), "metrics": {}, "flips": None,
+           "config_match": sa.get("config") == sb.get("config"), "metrics": {}, "flips": {},
            "failures": {"a": sa.get("failures") or {}, "b": sb.get("failures") or {}}}
     if not pairs:
         return out
@@ -85,8 +91,8 @@ def _compare_task(name: str, sa: dict, sb: dict, da: Path, db: Path, n_boot: int
             continue
         higher = (sa.get("metrics") or {}).get(key, {}).get("higher_is_better", True)
         out["metrics"][key], flips = _metric(key, pairs, n_boot, seed, higher)
-        if flips is not None and out["flips"] is None:  # flips of the primary pass/fail metric
-            out["flips"] = flips
+        if flips is not None:  # every pass/fail metric
+            out["flips"][key] = flips
     return out
 
 

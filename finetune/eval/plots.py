@@ -37,6 +37,8 @@ def score_bars(comparison: dict, labels: tuple[str, str]) -> str | None:
                 [ci[1] - v for v, ci in zip(vals, (m["ci_a"], m["ci_b"]))]]
         ax.bar([0, 1], vals, yerr=errs, capsize=4, color=[COLORS["a"], COLORS["b"]])
         ax.set_xticks([0, 1], labels)
+        if key.split(":")[0] in ("exact_match", "acc", "acc_norm"):
+            ax.set_ylim(0, 1.05)
         arrow = "↑" if m["higher_is_better"] else "↓"
         ax.set_title(f"{task}\n{key} {arrow}  p={m['p_value']:.3g}", fontsize=8)
         ax.tick_params(labelsize=7)

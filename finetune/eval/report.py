@@ -70,9 +70,15 @@ def _bucket_rows(comparison: dict, labels) -> list[tuple]:
     return rows
 
 
-def _flip_examples(res: dict) -> list[tuple[str, dict]]:
-    flips = res.get("flips") or {}
-    return [(kind, ex) for kind in ("fail_to_pass", "pass_to_fail") for ex in flips.get("examples", {}).get(kind, [])]
+def _flip_examples(flips: dict) -> list[tuple[str, dict]]:
+    return [(kind, ex) for kind in ("fail_to_pass", "pass_to_fail") for ex in flips["examples"][kind]]
+
+
+def _all_flips(comparison: dict):
+    """(task, metric key, flips) for every pass/fail metric."""
+    for task, res in comparison["tasks"].items():
+        for key, flips in (res.get("flips") or {}).items():
+            yield task, key, flips
 
 
 def render_markdown(comparison: dict, meta: dict | None, loss_points: list) -> str:
@@ -93,12 +99,9 @@ def render_markdown(comparison: dict, meta: dict | None, loss_points: list) -> s
                 "no answer; wrong: an answer, not the target.", ""]
         out += _md_table(("task", "filter", "model") + BUCKETS, buckets) + [""]
     out += ["## Flips", ""]
-    for task, res in comparison["tasks"].items():
-        flips = res.get("flips")
-        if not flips:
-            continue
-        out.append(f"### {task} ({flips['key']}): fail→pass {flips['fail_to_pass']}, pass→fail {flips['pass_to_fail']}")
-        for kind, ex in _flip_examples(res):
+    for task, key, flips in _all_flips(comparison):
+        out.append(f"### {task} ({key}): fail→pass {flips['fail_to_pass']}, pass→fail {flips['pass_to_fail']}")
+        for kind, ex in _flip_examples(flips):
             out += ["", f"**{kind.replace('_', ' ')}**, doc {ex['doc_id']}, target `{ex['target']}`", "",
                     f"- {a} (extracted `{ex['a_extracted']}`):", "", "```", str(ex["a_output"]).strip(), "```",
                     f"- {b} (extracted `{ex['b_extracted']}`):", "", "```", str(ex["b_output"]).strip(), "```"]
@@ -140,13 +143,10 @@ def render_html(comparison: dict, meta: dict | None, loss_points: list) -> str:
     if buckets:
         parts.append(_html_table(("task", "filter", "model") + BUCKETS, buckets))
     parts.append("<h2>Flips</h2>")
-    for task, res in comparison["tasks"].items():
-        flips = res.get("flips")
-        if not flips:
-            continue
-        parts.append(f"<h3>{html.escape(task)} ({html.escape(flips['key'])}): fail→pass {flips['fail_to_pass']}, "
+    for task, key, flips in _all_flips(comparison):
+        parts.append(f"<h3>{html.escape(task)} ({html.escape(key)}): fail→pass {flips['fail_to_pass']}, "
                      f"pass→fail {flips['pass_to_fail']}</h3>")
-        for kind, ex in _flip_examples(res):
+        for kind, ex in _flip_examples(flips):
             parts.append(
                 f"<details><summary>{kind.replace('_', ' ')}: doc {ex['doc_id']}, target "
                 f"<code>{html.escape(str(ex['target']))}</code></summary><pre class=prompt>"
