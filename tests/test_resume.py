@@ -101,3 +101,32 @@ def test_interrupt_writes_checkpoint_and_exits_cleanly(write_recipe, tmp_path, s
     ckpts = list((out / "checkpoints").glob("checkpoint-*"))
     assert len(ckpts) == 1, "one checkpoint at the interrupted step (save_steps is 100)"
     assert json.loads((out / "status.json").read_text())["state"] == "failed"
+
+
+def records(path):
+    return {r["doc_id"]: (r.get("output"), r.get("correct")) for r in map(json.loads, path.read_text().splitlines())}
+
+
+def test_kill_during_evaluation_resumes_from_records(write_recipe, tmp_path):
+    text = TINY_RECIPE.replace("output:", "eval: {tasks: [arith_cot], limit: 4, batch_size: 2}\noutput:")
+    recipe = write_recipe(text)
+    ref = tmp_path / "ref"
+    assert cli("run", str(recipe), f"output.dir={ref}").wait(timeout=600) == 0
+    out = tmp_path / "killed"
+    proc = cli("run", str(recipe), f"output.dir={out}")
+    first = out / "eval" / "finetuned" / "arith_cot.jsonl"
+    while proc.poll() is None and not (first.exists() and len(first.read_text().splitlines()) >= 2):
+        time.sleep(0.05)
+    assert proc.poll() is None, "run ended before the kill point"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(first.read_text().splitlines())
+    assert 2 <= done_before < 4 and not (out / "eval" / "results.json").exists()
+    resumed = cli("run", str(recipe), f"output.dir={out}")
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()[-2000:]
+    for side in ("finetuned", "base"):
+        assert records(out / "eval" / side / "arith_cot.jsonl") == records(ref / "eval" / side / "arith_cot.jsonl")
+    a = json.loads((ref / "eval" / "results.json").read_text())
+    b = json.loads((out / "eval" / "results.json").read_text())
+    assert a["comparison"]["tasks"]["arith_cot"]["metrics"] == b["comparison"]["tasks"]["arith_cot"]["metrics"]
+    assert_no_corrupt_files(out)
