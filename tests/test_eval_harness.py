@@ -197,3 +197,30 @@ filter_list:
     recs = read_records(tmp_path / "out" / "sc.jsonl")
     assert all(len(r["outputs"]) == 3 and r["output"] == r["outputs"][0] for r in recs)
     assert any(len(set(r["outputs"])) > 1 for r in recs)  # sampled, not greedy copies
+
+
+def test_an_interrupted_eval_keeps_finished_batches(tmp_path, model, tok, monkeypatch):
+    task = load_task(str(arith_task(tmp_path)))
+    real, calls = type(model).generate, []
+
+    def dies_on_second_batch(self, *a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(type(model), "generate", dies_on_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(model, tok, [task], tmp_path / "out", batch_size=2)
+    assert len(read_records(tmp_path / "out" / "mini_arith.jsonl")) == 2  # the first batch is on disk
+    monkeypatch.setattr(type(model), "generate", real)
+    scores = evaluate(model, tok, [task], tmp_path / "out", batch_size=2)
+    assert len(read_records(tmp_path / "out" / "mini_arith.jsonl")) == 6 and "mini_arith" in scores
+
+
+def test_max_new_tokens_beyond_the_window_is_a_task_error(tmp_path, model, tok):
+    from finetune.eval.tasks import TaskError
+
+    task = load_task(str(arith_task(tmp_path, max_new=5000)))
+    with pytest.raises(TaskError, match="leaves no room for the prompt"):
+        evaluate(model, tok, [task], tmp_path / "out", limit=1)

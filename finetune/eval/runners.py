@@ -13,6 +13,7 @@ from finetune.data.tokenize import encode_prompt
 from finetune.eval.generate import generate_batch, length_sorted_batches
 from finetune.eval.loglik import max_length, score_requests, split_long
 from finetune.eval.scoring import score_choices, score_generation
+from finetune.eval.taskfile import TaskError
 from finetune.prompts import render_completion, render_prompt
 
 DOCS_PER_CHUNK = 64  # log-likelihood docs scored (and written) together
@@ -25,12 +26,15 @@ class Progress:
     def step(self, n: int):
         self.done += n
         rate = self.done / max(1e-9, time.time() - self.t0)
-        print(f"[eval] {self.name}: {self.done}/{self.total} ({rate:.2f} ex/s)", file=sys.stderr, flush=True)
+        print(f"[eval] {self.name}: {self.done}/{self.total} ({rate:.3g} ex/s)", file=sys.stderr, flush=True)
 
 
 def run_generation(model, tokenizer, task, template, todo, write, *, batch_size: int, seed: int):
     gen, k = task.generation, task.repeats
     budget = max_length(model, tokenizer) - gen["max_new_tokens"]
+    if budget < 1:
+        raise TaskError(f"task {task.name}: max_new_tokens {gen['max_new_tokens']} leaves no room for the prompt "
+                         f"in the model's {max_length(model, tokenizer)}-token window")
     items = []
     for doc_id, doc in todo:
         prompt = render_prompt(template, tokenizer, task.context(doc_id, doc))
