@@ -153,6 +153,8 @@ def validate(spec: dict, path: Path, lines: dict[str, str]) -> None:
     if fs and len(sources) != 1:
         problems.append(f"{where('fewshot')}: fewshot: give exactly one of 'exemplars' (fixed), 'split' (sampled "
                         f"with 'seed') or 'text_file' (a published prompt); got {sources or 'none'}")
+    if fs.get("split") is not None and not fs.get("num"):
+        problems.append(f"{where('fewshot.split')}: fewshot.num: required with fewshot.split (how many to sample)")
     if isinstance(spec.get("filter_list"), list):
         _check_filters(spec["filter_list"], where, problems)
     for i, m in enumerate(spec.get("metric_list") or []):
