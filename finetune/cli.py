@@ -129,7 +129,7 @@ def main(argv=None) -> int:
     from finetune.faults import Interrupted
 
     try:
-        args.func(args)
+        return args.func(args) or 0
     except Interrupted as e:
         print(f"\n[finetune] {e}", file=sys.stderr)
         return 130
@@ -142,7 +142,6 @@ def main(argv=None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

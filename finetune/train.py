@@ -16,6 +16,7 @@ from transformers import set_seed
 
 from finetune import memory, rundir
 from finetune.launch import is_main
+from finetune.data.audit import audit
 from finetune.data.build import build_datasets
 from finetune.faults import Interrupted, JsonlLogger, StopOnSignal, explain_oom, guarded_trainer_class
 from finetune.methods import apply_method, format_table, trainable_table
@@ -147,10 +148,11 @@ def _train(recipe: Recipe, run_dir: Path, resuming: bool):
 
     t_data = time.time()
     bundle = build_datasets(recipe.data, tokenizer, seed=recipe.train.seed)
+    data_stats = audit(bundle, tokenizer, recipe.data.max_length)  # stops on zero/EOS-less/cut-off labels
     rundir.write_atomic(run_dir / "template.yaml", bundle.template.source)
     manifest = {"recipe_hash": recipe.hash(), "recipe_file": recipe.source_path, "base_model": recipe.model.name,
                 "base_model_path": base_path, "method": recipe.method.name, "template": bundle.template.name,
-                "dataset_fingerprint": bundle.fingerprint, "train_examples": len(bundle.train),
+                "dataset_fingerprint": bundle.fingerprint, "data_stats": data_stats, "train_examples": len(bundle.train),
                 "val_examples": len(bundle.val) if bundle.val is not None else 0,
                 "toolkit_commit": rundir.toolkit_commit(), "versions": rundir.versions(), "trainable": table,
                 "memory_estimate_bytes": est, "wall_times": {"data_s": round(time.time() - t_data, 2)}}

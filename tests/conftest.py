@@ -33,7 +33,7 @@ model: {name: "{tiny}"}
 method: {name: lora, r: 4, alpha: 8}
 data:
   datasets: [{name: arith_cot, limit: 32}]
-  max_length: 256
+  max_length: 512  # the tiny tokenizer is one token per character
 train: {max_steps: 4, batch_size: 4, save_steps: 2, logging_steps: 1, lr: 1.0e-3}
 output: {dir: "{out}"}
 """
