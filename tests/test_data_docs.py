@@ -1,6 +1,6 @@
-"""docs/add-a-dataset.md, followed word for word; and GSM8K from ../shared/data through its definition.
+"""README section "Add a new instruction dataset", followed word for word; and GSM8K from ../shared/data through its definition.
 
-The page's fenced blocks tagged `file=PATH` are written to a fresh project folder
+The section's fenced blocks tagged `file=PATH` are written to a fresh project folder
 (FINETUNE_HOME, with the repository's prompts/), and its commands are run through the CLI
 with one change: the tiny test model replaces the packaged one.
 """
@@ -16,12 +16,14 @@ from finetune.cli import main
 from finetune.data.registry import DATA_ENV, RegistryEntry
 from finetune.schema import build
 
-DOC = REPO / "docs" / "add-a-dataset.md"
+DOC = REPO / "README.md"  # its section "Add a new instruction dataset"
+SECTION = re.compile(r"^## Add a new instruction dataset\n(.*?)(?=^## )", re.S | re.M)
 FENCE = re.compile(r"```(\w+)([^\n]*)\n(.*?)```", re.S)
 
 
 def blocks():
-    return [(lang, info.strip(), body) for lang, info, body in FENCE.findall(DOC.read_text())]
+    section = SECTION.search(DOC.read_text()).group(1)
+    return [(lang, info.strip(), body) for lang, info, body in FENCE.findall(section)]
 
 
 @pytest.fixture
