@@ -122,3 +122,16 @@ def test_eval_and_compare_commands(lora_run_dir, tmp_path, capsys):
     assert cmd_compare(args) == 0
     results = json.loads((tmp_path / "cmp" / "results.json").read_text())
     assert results["comparison"]["b"]["dir"] == str(run / "eval" / "finetuned")  # a run dir means its finetuned eval
+
+
+def test_evaluating_a_run_with_another_template_is_reported_loudly(lora_run_dir, capsys):
+    from finetune.eval.commands import _warn_if_template_differs
+    from finetune.resources import resource_dir
+
+    lora_run_dir, _ = lora_run_dir
+    (lora_run_dir / "template.yaml").write_text((resource_dir("prompts") / "chat.yaml").read_text())
+    _warn_if_template_differs(lora_run_dir, "alpaca")
+    err = capsys.readouterr().err
+    assert "WARNING" in err and "evaluated with 'alpaca'" in err
+    _warn_if_template_differs(lora_run_dir, str(lora_run_dir / "template.yaml"))
+    assert capsys.readouterr().err == ""

@@ -8,6 +8,7 @@
 
 import json
 import re
+import sys
 from pathlib import Path
 
 from finetune.eval.compare import compare
@@ -105,12 +106,26 @@ def _default_out(model: str, run: bool, with_base: bool) -> Path:
     return Path("runs") / "eval" / re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(model).name or str(model))
 
 
+def _warn_if_template_differs(run_dir: Path, template: str) -> None:
+    """Loudly report evaluating a finetuned model with another prompt template than it trained with."""
+    from finetune.prompts import load_template
+
+    trained = run_dir / "template.yaml"
+    if trained.is_file() and load_template(template).source != trained.read_text(encoding="utf-8"):
+        bar = "!" * 78
+        print(f"{bar}\nWARNING: {run_dir} was trained with the prompt template in {trained}, but is being "
+              f"evaluated with {template!r}.\nScores will not reflect the model as trained; drop --template to "
+              f"use the run's own.\n{bar}", file=sys.stderr, flush=True)
+
+
 def cmd_eval(args) -> int:
     run = is_run_dir(args.model)
     names = _task_names(args.tasks)
     tasks = [load_task(n, data_path=args.data_path) for n in names]  # fail on a bad task before loading a model
     template = args.template or (str(Path(args.model) / "template.yaml")
                                  if run and (Path(args.model) / "template.yaml").is_file() else None)
+    if run and args.template:
+        _warn_if_template_differs(Path(args.model), args.template)
     out = Path(args.out) if args.out else _default_out(args.model, run, args.with_base)
     model, tokenizer = load_for_eval(args.model, dtype=args.dtype)
     if args.with_base:
