@@ -1,0 +1,63 @@
+"""Shared by the benchmark scripts: run a command measuring its peak memory, matmul peak, data paths."""
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("FINETUNE_DATA_DIR", REPO.parent / "shared" / "data"))
+
+
+def need_shared(rel: str) -> Path:
+    path = SHARED / rel
+    if not path.is_file():
+        sys.exit(f"benchmark data not found: {path}\nSet FINETUNE_DATA_DIR to a folder laid out like ../shared/data.")
+    return path
+
+
+def peak_rss_mib(cmd: list[str], env: dict | None = None) -> tuple[dict, float]:
+    """Like run_measured, but also the child's own peak RSS via wait4."""
+    t0 = time.time()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
+    out_chunks, err_chunks = [], []
+    threads = [threading.Thread(target=lambda s, b: b.append(s.read()), args=(proc.stdout, out_chunks)),
+               threading.Thread(target=lambda s, b: b.append(s.read()), args=(proc.stderr, err_chunks))]
+    for t in threads:
+        t.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    for t in threads:
+        t.join()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    out, err = "".join(out_chunks), "".join(err_chunks)
+    if proc.returncode != 0:
+        sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{err[-3000:]}")
+    last = next((json.loads(l) for l in reversed(out.splitlines()) if l.startswith("{")), {})
+    return {"wall_s": time.time() - t0, "json": last, "stdout": out}, usage.ru_maxrss / 1024
+
+
+def matmul_peak_gflops(n: int = 2048, seconds: float = 3.0, dtype=torch.float32) -> float:
+    """Practical dense matmul peak of this machine: best of repeated n x n x n products."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.mm(a, b)
+    best, end = 0.0, time.time() + seconds
+    while time.time() < end:
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def machine() -> dict:
+    import transformers
+    import trl
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
+            "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")}

@@ -1,0 +1,62 @@
+"""Eval throughput: this harness vs `lm_eval --model hf` on GSM8K 8-shot CoT, greedy, same prompts.
+
+    pip install lm-eval
+    python benchmarks/eval_throughput.py --limit 100            # the packaged SmolLM2 by default
+
+Both harnesses score the same model object on the same GSM8K test documents with lm-eval's
+own `gsm8k_cot` prompt (see lm_eval_agreement.py). lm-eval runs with its defaults
+(`--model hf`, batch size 1); this harness with its defaults (batch 16, length-sorted,
+left-padded, per-sequence early stop). Prints examples/s for each, the ratio, and how many
+greedy predictions are identical. Writes benchmarks/results/eval_throughput.json.
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import REPO, SHARED, machine  # noqa: E402
+from lm_eval_agreement import run_lm_eval, run_ours  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--limit", type=int, default=100)
+    ap.add_argument("--batch-size", type=int, default=16, help="this harness's batch (lm-eval keeps its default 1)")
+    ap.add_argument("--lm-eval-batch-size", type=int, default=1)
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "eval_throughput.json"))
+    args = ap.parse_args()
+    try:
+        import lm_eval  # noqa: F401
+    except ImportError:
+        sys.exit("lm-eval is not installed: pip install lm-eval")
+    from finetune.model import load_model
+
+    model, tokenizer = load_model(args.model)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.time()
+        ours, _ = run_ours(model, tokenizer, SHARED, args.limit, args.batch_size, Path(tmp) / "ours")
+        ours_s = time.time() - t0
+        t0 = time.time()
+        lm_docs, _ = run_lm_eval(model, tokenizer, SHARED, args.limit, args.lm_eval_batch_size)
+        lm_s = time.time() - t0
+    shipped = ours["gsm8k_cot_8shot"]
+    same = sum(lm_docs[i]["output"] == shipped[i]["output"] for i in lm_docs if i in shipped)
+    result = {"machine": machine(), "model": args.model, "examples": args.limit,
+              "finetune": {"batch_size": args.batch_size, "seconds": ours_s, "examples_per_s": args.limit / ours_s},
+              "lm_eval": {"batch_size": args.lm_eval_batch_size, "seconds": lm_s, "examples_per_s": args.limit / lm_s},
+              "speedup": lm_s / ours_s, "identical_predictions": same}
+    print(f"finetune {args.limit / ours_s:.3f} ex/s (batch {args.batch_size}) vs lm-eval {args.limit / lm_s:.3f} "
+          f"ex/s (batch {args.lm_eval_batch_size}) = {lm_s / ours_s:.2f}x; identical greedy predictions: "
+          f"{same}/{args.limit}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

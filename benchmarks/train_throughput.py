@@ -1,0 +1,159 @@
+"""Training throughput: `finetune train` (this project's defaults) vs plain TRL (TRL's defaults).
+
+    python benchmarks/train_throughput.py --examples 256          # LoRA, then freeze-last-2
+
+Same model (packaged SmolLM2-135M-Instruct), same data (GSM8K train from ../shared/data,
+first N rows), same optimizer (AdamW), learning rate, effective batch and number of
+examples. Reports real (non-padding) tokens/s, peak RSS, held-out loss after training
+(64 GSM8K test rows, completion tokens, same code for both models), and MFU against
+this machine's measured fp32 matmul peak. Writes benchmarks/results/train_throughput.json.
+
+Model FLOPs per token (N = linear weights in the blocks, H = the LM head, A = attention
+score/value products 2 * layers * seq * d):
+    forward                        2N + 2H + A
+    full finetune                  3 x forward
+    LoRA (frozen base, adapters)   2 x forward: activation gradients everywhere, weight
+                                   gradients only for the (tiny) adapters
+    freeze last k blocks           forward + 2H + 2 x (2 N_k + A_k): activation and weight
+                                   gradients only in the last k blocks (and through the head)
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import REPO, machine, matmul_peak_gflops, need_shared, peak_rss_mib  # noqa: E402
+
+RECIPE = """\
+model: {{name: smollm2-135m-instruct}}
+method: {method}
+data:
+  datasets: [{{name: gsm8k, path: "{data}", limit: {examples}}}]
+  max_length: {max_length}
+train: {{max_steps: {steps}, batch_size: {batch}, grad_accum: {accum}, lr: {lr}, save_steps: 100000,
+        logging_steps: 1, warmup_ratio: 0.0, scheduler: linear}}
+output: {{dir: "{out}"}}
+"""
+
+
+def flops_per_token(model, method: str, seq: float, k: int = 2) -> float:
+    blocks = model.model.layers
+    linear = lambda mods: sum(m.weight.numel() for mod in mods for m in mod.modules()  # noqa: E731
+                              if isinstance(m, torch.nn.Linear))
+    n, h = linear(blocks), model.lm_head.weight.numel()
+    d, layers = model.config.hidden_size, len(blocks)
+    attn = 2 * layers * seq * d
+    fwd = 2 * n + 2 * h + attn
+    if method == "full":
+        return 3 * fwd
+    if method == "lora":
+        return 2 * fwd
+    n_k = linear(blocks[-k:])
+    return fwd + 2 * h + 2 * (2 * n_k + 2 * k * seq * d)
+
+
+def heldout_loss(weights: str, base: str, rows: list[dict]) -> float:
+    """Mean completion-token loss on held-out rows, identical code for both runs."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from finetune.data.tokenize import encode_example
+    from finetune.prompts import load_template
+
+    tok = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    if (Path(weights) / "adapter_config.json").is_file():
+        model = PeftModel.from_pretrained(model, weights)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch.float32)
+    model.eval()
+    template, total, count = load_template("chat"), 0.0, 0
+    with torch.no_grad():
+        for r in rows:
+            ex = encode_example(template, tok, r["question"], r["answer"])
+            ids, labels = torch.tensor([ex["input_ids"]]), torch.tensor([ex["labels"]])
+            logits = model(ids).logits[0, :-1]
+            tgt = labels[0, 1:]
+            mask = tgt != -100
+            total += torch.nn.functional.cross_entropy(logits[mask], tgt[mask], reduction="sum").item()
+            count += int(mask.sum())
+    return total / count
+
+
+def run_pair(method: str, args, work: Path) -> dict:
+    from finetune.model import resolve_model
+
+    base = resolve_model("smollm2-135m-instruct")
+    data = need_shared("gsm8k/train.jsonl")
+    steps = args.examples // (args.batch * args.grad_accum)
+    method_yaml = "{name: lora, r: 16, alpha: 32}" if method == "lora" else "{name: freeze, layers: 2}"
+    recipe = work / f"{method}.yaml"
+    recipe.write_text(RECIPE.format(method=method_yaml, data=data, examples=args.examples, steps=steps,
+                                    batch=args.batch, accum=args.grad_accum, lr=args.lr,
+                                    max_length=args.max_length, out=work / f"ft_{method}"))
+    ours, ours_rss = peak_rss_mib([sys.executable, "-m", "finetune.cli", "train", str(recipe)])
+    manifest = json.loads((work / f"ft_{method}" / "manifest.json").read_text())
+    ours_tokens = max(json.loads(l).get("num_tokens", 0)
+                      for l in (work / f"ft_{method}" / "logs" / "train_log.jsonl").read_text().splitlines())
+    ours_s = manifest["train_metrics"]["train_runtime"]
+    trl, trl_rss = peak_rss_mib([sys.executable, str(REPO / "benchmarks" / "plain_trl.py"), "--model", base,
+                                 "--data", str(data), "--examples", str(args.examples), "--method", method,
+                                 "--batch", str(args.batch), "--grad-accum", str(args.grad_accum),
+                                 "--lr", str(args.lr), "--max-length", str(args.max_length),
+                                 "--out", str(work / f"trl_{method}")])
+    rows = [json.loads(l) for l in open(need_shared("gsm8k/test.jsonl"))][:64]
+    ours_w = work / f"ft_{method}" / ("adapter" if method == "lora" else "model")
+    result = {"method": method, "examples": args.examples, "steps": steps,
+              "finetune": {"tokens": ours_tokens, "train_s": ours_s, "tokens_per_s": ours_tokens / ours_s,
+                           "peak_rss_mib": ours_rss, "heldout_loss": heldout_loss(str(ours_w), base, rows)},
+              "plain_trl": {"tokens": trl["json"]["tokens"], "train_s": trl["json"]["train_s"],
+                            "tokens_per_s": trl["json"]["tokens"] / trl["json"]["train_s"],
+                            "peak_rss_mib": trl_rss, "heldout_loss": heldout_loss(trl["json"]["weights"], base, rows),
+                            "gradient_checkpointing": trl["json"]["gradient_checkpointing"]}}
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(base)
+    seq = ours_tokens / args.examples
+    fpt = flops_per_token(model, method, seq)
+    result["flops_per_token"] = fpt
+    for side in ("finetune", "plain_trl"):
+        result[side]["mfu"] = fpt * result[side]["tokens_per_s"] / (args.peak_gflops * 1e9)
+    result["speedup"] = result["finetune"]["tokens_per_s"] / result["plain_trl"]["tokens_per_s"]
+    return result
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--examples", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--grad-accum", type=int, default=1)
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--max-length", type=int, default=512)
+    ap.add_argument("--methods", default="lora,freeze")
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "train_throughput.json"))
+    args = ap.parse_args()
+    args.peak_gflops = matmul_peak_gflops()
+    print(f"measured fp32 matmul peak: {args.peak_gflops:.1f} GFLOP/s", flush=True)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for method in args.methods.split(","):
+            r = run_pair(method, args, Path(tmp))
+            results.append(r)
+            f, t = r["finetune"], r["plain_trl"]
+            print(f"{method}: finetune {f['tokens_per_s']:.1f} tok/s vs plain TRL {t['tokens_per_s']:.1f} tok/s "
+                  f"= {r['speedup']:.2f}x | peak RSS {f['peak_rss_mib']:.0f} vs {t['peak_rss_mib']:.0f} MiB | "
+                  f"held-out loss {f['heldout_loss']:.4f} vs {t['heldout_loss']:.4f} | "
+                  f"MFU {100 * f['mfu']:.0f}% vs {100 * t['mfu']:.0f}%", flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": machine(), "peak_gflops": args.peak_gflops, "args": vars(args),
+                               "results": results}, indent=2, default=str))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
