@@ -124,6 +124,8 @@ def user_errors() -> tuple:
 
 def main(argv=None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from finetune.perf import tune_allocator
+    tune_allocator()
     parser = build_parser()
     args = parser.parse_args(argv)
     from finetune.faults import Interrupted
