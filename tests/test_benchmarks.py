@@ -1,0 +1,30 @@
+"""Benchmark scripts: they compile, and their pure parts compute what they claim."""
+
+import py_compile
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+
+@pytest.mark.parametrize("script", sorted(BENCH.glob("*.py")), ids=lambda p: p.name)
+def test_benchmark_script_compiles(script):
+    py_compile.compile(str(script), doraise=True)
+
+
+def test_flops_per_token_orders_methods():
+    from train_throughput import flops_per_token
+
+    from finetune.testing import tiny_model
+    model = tiny_model(layers=8)
+    full, lora, freeze = (flops_per_token(model, m, seq=64) for m in ("full", "lora", "freeze"))
+    assert full == pytest.approx(1.5 * lora)   # 3 x forward vs 2 x forward
+    assert freeze < lora < full                # backward through 2 of 8 blocks only
+
+
+def test_matmul_peak_is_positive_and_plausible():
+    from common import matmul_peak_gflops
+    assert 0.1 < matmul_peak_gflops(n=256, seconds=0.2) < 1e6
