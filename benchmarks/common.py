@@ -39,8 +39,18 @@ def peak_rss_mib(cmd: list[str], env: dict | None = None) -> tuple[dict, float]:
     out, err = "".join(out_chunks), "".join(err_chunks)
     if proc.returncode != 0:
         sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{err[-3000:]}")
-    last = next((json.loads(l) for l in reversed(out.splitlines()) if l.startswith("{")), {})
-    return {"wall_s": time.time() - t0, "json": last, "stdout": out}, usage.ru_maxrss / 1024
+    return {"wall_s": time.time() - t0, "json": last_json(out), "stdout": out}, usage.ru_maxrss / 1024
+
+
+def last_json(text: str) -> dict:
+    """The last line of `text` that is a JSON object (progress bars print Python dicts too)."""
+    for line in reversed(text.splitlines()):
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                continue
+    return {}
 
 
 def matmul_peak_gflops(n: int = 2048, seconds: float = 3.0, dtype=torch.float32) -> float:
