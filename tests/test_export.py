@@ -55,3 +55,16 @@ def test_memory_estimate_counts_and_refuses(write_recipe):
         check_fits(est, 1000.0, "available RAM", recipe)
     big = load_recipe(write_recipe(TINY_RECIPE), ["train.batch_size=64", "data.max_length=4096"])
     assert estimate(model, big)["activations"] > 100 * est["activations"]
+
+
+def test_exported_folder_loads_in_lm_eval_hf(write_recipe, tmp_path):
+    pytest.importorskip("lm_eval")
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    run_dir, *_ = train(load_recipe(write_recipe(TINY_RECIPE.replace("max_steps: 4", "max_steps: 1"))))
+    out = export_run(run_dir, tmp_path / "export", merge=True)
+    lm = HFLM(pretrained=str(out), device="cpu", batch_size=1)  # what `lm_eval --model hf` builds
+    req = Instance(request_type="generate_until", doc={}, idx=0,
+                   arguments=("Q: 1+1?\nA:", {"until": ["\n"], "max_gen_toks": 4}))
+    assert len(lm.generate_until([req])) == 1
