@@ -4,6 +4,7 @@ Both models see the same prompts, template and decoding: for LoRA the adapter is
 off on the same loaded model; for freeze / full the base is loaded again.
 """
 
+import time
 from pathlib import Path
 
 from finetune import rundir
@@ -21,11 +22,15 @@ def evaluate_run(recipe: Recipe, run_dir: Path, model, tokenizer, manifest: dict
                              allow_pickle=recipe.model.allow_pickle)
         return base
 
+    started = time.time()
     comparison = eval_base_and_finetuned(
         model, tokenizer, base_loader=base_loader if recipe.eval.compare_base else None,
         task_names=recipe.eval.tasks, out_dir=run_dir / "eval", template_name=recipe.data.template,
         batch_size=recipe.eval.batch_size, limit=recipe.eval.limit, seed=recipe.train.seed)
     print(format_table(comparison), flush=True)
-    manifest.setdefault("wall_times", {})
+    manifest.setdefault("wall_times", {})["eval_s"] = round(time.time() - started, 2)
+    manifest["eval"] = {name: {metric: {k: m.get(k) for k in ("a", "b", "diff", "p_value", "n")}
+                               for metric, m in task.get("metrics", {}).items()}
+                        for name, task in comparison.get("tasks", {}).items()}
     rundir.write_json(run_dir / "manifest.json", manifest)
     return comparison
