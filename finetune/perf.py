@@ -2,8 +2,8 @@
 
 glibc's malloc returns big freed blocks (activations, logits: hundreds of MB per step) to
 the kernel and maps them again on the next step; on CPU that page-fault churn showed up as
-~20% system time. Keeping them in the heap made a LoRA step on SmolLM2 ~11% faster here
-(benchmarks/README.md). A no-op where glibc is not the allocator.
+~20% system time. Keeping them in the heap made a LoRA step on SmolLM2 11-19% faster here
+for +4% peak memory (benchmarks/README.md). A no-op where glibc is not the allocator.
 """
 
 import ctypes
