@@ -165,8 +165,13 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     """Parse, check and return a recipe; raises RecipeError listing every problem."""
     path = Path(path)
     if not path.is_file():
-        raise RecipeError([f"{path}: recipe file not found"])
-    text = path.read_text(encoding="utf-8")
+        raise RecipeError([f"{path}: recipe file not found" + (" (it is a folder)" if path.is_dir() else "")])
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise RecipeError([f"{path}:{line}: not valid UTF-8 text (byte {e.start}); save the recipe as UTF-8"]) from None
     recipe = build(Recipe, text, str(path), parse_overrides(overrides))
     recipe.source_path = str(path)
     problems = cross_checks(recipe)
