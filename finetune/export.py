@@ -10,7 +10,6 @@ EOS and pad tokens match training, so it loads with plain transformers:
 """
 
 import argparse
-import shutil
 from pathlib import Path
 
 from finetune import rundir
@@ -41,15 +40,15 @@ def export_run(run_dir: Path, out: Path, merge: bool, force: bool = False) -> Pa
     model, tokenizer = load_for_eval(run_dir)
     if is_lora:
         model = model.merge_and_unload()
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     gen = model.generation_config
     gen.eos_token_id, gen.pad_token_id = tokenizer.eos_token_id, tokenizer.pad_token_id
     model.config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+
+    def write(tmp: Path):
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+
+    rundir.write_dir_atomic(out, write)
     rundir.write_atomic(out / "EXPORTED_FROM.txt", f"{run_dir.resolve()}\nmerged: {is_lora}\n")
     return out
 

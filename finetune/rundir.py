@@ -22,6 +22,7 @@ half-written file under its final name.
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 import time
@@ -48,6 +49,16 @@ def write_atomic(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def write_dir_atomic(target: Path, write) -> Path:
+    """Let `write(folder)` fill a fresh temporary folder, then swap it in for `target`."""
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run
+    write(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
 
 
 def write_json(path: Path, obj) -> None:
@@ -82,7 +93,6 @@ def prepare(run_dir: Path, overwrite: bool) -> bool:
     if not is_main():
         return state in ("running", "failed")
     if state == "finished" and overwrite:
-        import shutil
         shutil.rmtree(run_dir)
         state = None
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -51,13 +51,8 @@ def sft_config(recipe: Recipe, run_dir: Path):
 def save_outputs(model, tokenizer, run_dir: Path, method: str) -> None:
     """Final weights as safetensors: the adapter for LoRA, the whole model otherwise."""
     target = run_dir / ("adapter" if method == "lora" else "model")
-    tmp = run_dir / (target.name + ".tmp")
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(run_dir / "tokenizer")
-    if target.exists():
-        import shutil
-        shutil.rmtree(target)
-    tmp.rename(target)
+    rundir.write_dir_atomic(target, lambda tmp: model.save_pretrained(tmp, safe_serialization=True))
+    rundir.write_dir_atomic(run_dir / "tokenizer", tokenizer.save_pretrained)
 
 
 def plot_loss(log_path: Path, out_path: Path) -> None:
