@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from finetune import rundir
-from finetune.model import load_model
+from finetune.model import load_base
 from finetune.recipe import Recipe
 
 
@@ -17,9 +17,7 @@ def evaluate_run(recipe: Recipe, run_dir: Path, model, tokenizer, manifest: dict
     from finetune.eval.report import format_table
 
     def base_loader():
-        base, _ = load_model(recipe.model.name, dtype=recipe.model.dtype, revision=recipe.model.revision,
-                             trust_remote_code=recipe.model.trust_remote_code,
-                             allow_pickle=recipe.model.allow_pickle)
+        base, _ = load_base(recipe.model)
         return base
 
     started = time.time()

@@ -185,3 +185,9 @@ def load_model(spec: str, *, dtype: str = "float32", revision: str | None = None
     setup_tokenizer(tokenizer, model)
     model.eval()
     return model, tokenizer
+
+
+def load_base(cfg):
+    """(model, tokenizer) for a recipe's `model:` section (a ModelConfig)."""
+    return load_model(cfg.name, dtype=cfg.dtype, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code,
+                      allow_pickle=cfg.allow_pickle)

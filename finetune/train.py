@@ -20,7 +20,7 @@ from finetune.data.audit import audit
 from finetune.data.build import build_datasets
 from finetune.faults import Interrupted, JsonlLogger, StopOnSignal, explain_oom, guarded_trainer_class
 from finetune.methods import apply_method, format_table, trainable_table
-from finetune.model import load_model, resolve_model
+from finetune.model import load_base, resolve_model
 from finetune.recipe import Recipe, dump_recipe
 
 
@@ -80,9 +80,7 @@ def plot_loss(log_path: Path, out_path: Path) -> None:
 
 def setup_model(recipe: Recipe):
     """Base model + tokenizer with the method applied; prints the trainable table and memory estimate."""
-    model, tokenizer = load_model(recipe.model.name, dtype=recipe.model.dtype, revision=recipe.model.revision,
-                                  trust_remote_code=recipe.model.trust_remote_code,
-                                  allow_pickle=recipe.model.allow_pickle)
+    model, tokenizer = load_base(recipe.model)
     model = apply_method(model, recipe.method)
     table = trainable_table(model)
     print(format_table(table), flush=True)
