@@ -95,23 +95,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what", choices=["datasets", "tasks", "templates", "recipes"])
     p.set_defaults(func=cmd_ls)
 
-    _add_optional(sub, "preview", "finetune.data.preview", "add_preview_args", "cmd_preview",
+    _add_command(sub, "preview", "finetune.data.preview", "add_preview_args", "cmd_preview",
                   "show rendered examples with trained tokens coloured, and the label audit")
-    _add_optional(sub, "eval", "finetune.eval.commands", "add_eval_args", "cmd_eval",
+    _add_command(sub, "eval", "finetune.eval.commands", "add_eval_args", "cmd_eval",
                   "evaluate a model or run directory on eval tasks")
-    _add_optional(sub, "compare", "finetune.eval.commands", "add_compare_args", "cmd_compare",
+    _add_command(sub, "compare", "finetune.eval.commands", "add_compare_args", "cmd_compare",
                   "compare two eval result folders (paired tests, flips, report)")
-    _add_optional(sub, "export", "finetune.export", "add_export_args", "cmd_export",
+    _add_command(sub, "export", "finetune.export", "add_export_args", "cmd_export",
                   "write a standard transformers folder (LoRA: --merge the adapter)")
     return parser
 
 
-def _add_optional(sub, name, module, add_args, func, help):
+def _add_command(sub, name, module, add_args, func, help):
     import importlib
-    try:
-        mod = importlib.import_module(module)
-    except ImportError:
-        return
+    mod = importlib.import_module(module)
     p = sub.add_parser(name, help=help)
     getattr(mod, add_args)(p)
     p.set_defaults(func=getattr(mod, func))
@@ -135,6 +132,9 @@ def main(argv=None) -> int:
     except Interrupted as e:
         print(f"\n[finetune] {e}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("\ninterrupted; the run directory keeps its last complete checkpoint (rerun to resume)",
               file=sys.stderr)
