@@ -44,7 +44,7 @@ def main():
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
     peft_config = None
     if args.method == "lora":
-        peft_config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
+        peft_config = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear",
                                  task_type="CAUSAL_LM")
     else:  # train the last 2 blocks, as a practitioner would by hand
         for p in model.parameters():

@@ -83,10 +83,18 @@ class StopOnSignal(TrainerCallback):
 
 
 def guarded_trainer_class():
-    """SFTTrainer that refuses a non-finite loss on any micro-step."""
+    """SFTTrainer that refuses a non-finite loss on any micro-step (and, on CPU, uses the compact loss head)."""
     from trl import SFTTrainer
 
+    from finetune.lmhead import add_compact_lm_head
+
     class GuardedSFTTrainer(SFTTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if self.args.device.type == "cpu":
+                add_compact_lm_head(self.model.get_base_model() if hasattr(self.model, "get_base_model")
+                                    else self.model)
+
         def training_step(self, model, inputs, num_items_in_batch=None):
             loss = super().training_step(model, inputs, num_items_in_batch)
             value = float(loss.detach())

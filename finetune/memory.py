@@ -5,7 +5,8 @@
     optimizer    = trainable parameters x 8 bytes (AdamW: two fp32 moments)
     activations  = blocks that need a backward pass x batch x seq x (34 h + 5 a seq) x bytes/2
                    (Korthikanti et al. 2022, per transformer layer, 16-bit; scaled by dtype),
-                   or batch x seq x h x bytes per block with gradient checkpointing,
+                   or batch x seq x h x bytes per recomputed block with gradient checkpointing
+                   (every `train.checkpoint_every`-th block) plus one block being recomputed,
                    plus the logits and their gradient (batch x seq x vocab x 4 bytes x 2).
 
 `seq` is data.max_length, an upper bound. The device's capacity is free GPU memory, or
@@ -45,10 +46,12 @@ def estimate(model, recipe) -> dict:
             trainable += p.numel() if p.requires_grad else 0
     b, s = recipe.train.batch_size, recipe.data.max_length
     layers = _blocks_in_backward(model, recipe.method)
+    per_block = b * s * (34 * h + 5 * heads * s) * bytes_w / 2
     if recipe.train.gradient_checkpointing:
-        act = layers * b * s * h * bytes_w + b * s * (34 * h + 5 * heads * s) * bytes_w / 2
+        recomputed = -(-layers // recipe.train.checkpoint_every)  # every n-th block, the first included
+        act = recomputed * b * s * h * bytes_w + (layers - recomputed) * per_block + per_block
     else:
-        act = layers * b * s * (34 * h + 5 * heads * s) * bytes_w / 2
+        act = layers * per_block
     parts = {"weights": total * bytes_w, "gradients": trainable * bytes_w, "optimizer": trainable * 8,
              "activations": act, "logits": b * s * vocab * 4 * 2}
     return {**{k: float(v) for k, v in parts.items()}, "total": float(sum(parts.values()))}

@@ -7,6 +7,7 @@ from field metadata (`min`, `max`), and every problem is collected before raisin
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from typing import Any, Literal, Union
@@ -225,7 +226,13 @@ def _check(tp, value, path: str, ctx: _Ctx, meta: dict):
     return _check_scalar(tp, value, path, ctx, meta)
 
 
+# YAML 1.1 (PyYAML) reads `2e-4` (no dot) as text; a number field takes it as the number meant.
+_EXP_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
 def _check_scalar(tp, value, path, ctx, meta):
+    if tp is float and isinstance(value, str) and _EXP_NUMBER.fullmatch(value.strip()):
+        value = float(value)
     ok = (isinstance(value, bool) if tp is bool else
           isinstance(value, int) and not isinstance(value, bool) if tp is int else
           isinstance(value, (int, float)) and not isinstance(value, bool) if tp is float else

@@ -1,0 +1,110 @@
+"""Loss head for training on CPU: project only the positions that carry a label.
+
+TRL's SFTTrainer patches the model with a fused LM head (`fused_lm_head=True`) whose
+tiles run as Triton kernels on a GPU. Without Triton it folds every position of the batch
+(prompt and padding included) through torch ops in 32k-column tiles and recomputes them
+in the backward pass; on this project's 2-core reference CPU that head was 42% of a LoRA
+step (SmolLM2-135M, GSM8K, batch 4). This head answers the same call with the same
+fields, but projects only the completion positions, in chunks, each as one matmul.
+
+When the head's weight is frozen (LoRA, freeze-last-k), the gradient of a token's
+log-probability with respect to its hidden state, W^T (onehot - softmax), is known in the
+forward pass; it is computed there chunk by chunk and kept (hidden-sized), so neither the
+logits nor a recomputation are kept for backward: the same FLOPs as the plain head, and
+peak memory falls by the logits (~0.5 GB at batch 4 here).
+
+The trainer installs it on CPU only (see `faults.guarded_trainer_class`); on a GPU
+TRL's kernel stays.
+"""
+
+import types
+
+import torch
+
+CHUNK = 512  # completion tokens per projection: a 512 x vocab fp32 tile (~100 MB for a 49k vocab)
+
+# Output scaling that TRL's head applies and this one does not: leave such models to TRL.
+_SCALED = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
+
+
+def add_compact_lm_head(model) -> bool:
+    """Wrap `model.forward` (already patched by TRL) so `fused_lm_head=True` uses the compact head.
+
+    Returns False, leaving the model as it was, for models whose logits TRL scales or caps.
+    """
+    from trl.trainer.utils import FusedCausalLMOutput
+
+    config = model.config.get_text_config()
+    if any(getattr(config, k, None) not in (None, 1.0) for k in _SCALED) or \
+            getattr(config, "output_router_logits", False):
+        return False
+    fused_forward = model.forward
+
+    def forward(self, *args, fused_lm_head=False, labels=None, shift_labels=None, num_items_in_batch=None, **kwargs):
+        if not fused_lm_head or shift_labels is not None or kwargs.get("output_router_logits"):
+            return fused_forward(*args, fused_lm_head=fused_lm_head, labels=labels, shift_labels=shift_labels,
+                                 num_items_in_batch=num_items_in_batch, **kwargs)
+        kwargs["use_cache"] = False
+        hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1]
+        labels = labels[:, 1:]
+        mask = labels != -100
+        target, head = labels[mask], self.get_output_embeddings()
+        if head.weight.requires_grad or head.bias is not None:
+            token_logp, entropy, is_top1 = _plain_head(head, hidden[mask], target)
+        else:
+            token_logp, entropy, is_top1 = _FrozenHeadLogProb.apply(hidden[mask], head.weight, target)
+
+        def spread(x):  # back to (batch, seq - 1), zero where there is no label
+            return x.new_zeros(mask.shape).masked_scatter(mask, x)
+
+        count = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
+        return FusedCausalLMOutput(loss=-token_logp.sum() / count, log_probs=spread(token_logp),
+                                   entropy=spread(entropy), is_top1=spread(is_top1), label_mask=mask)
+
+    model.forward = types.MethodType(forward, model)
+    return True
+
+
+def _plain_head(head, hidden, target):
+    """Trainable head (full finetune): autograd through one projection of the completion positions."""
+    logits = head(hidden).float()
+    logp = torch.log_softmax(logits, dim=-1)
+    with torch.no_grad():
+        entropy = -(logp.exp() * logp).sum(-1)
+        is_top1 = logits.argmax(-1) == target
+    return logp.gather(-1, target[:, None]).squeeze(-1), entropy, is_top1
+
+
+class _FrozenHeadLogProb(torch.autograd.Function):
+    """log p(target | hidden) through a frozen head; the input gradient is formed in the forward pass."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, target):
+        n = hidden.shape[0]
+        token_logp = hidden.new_empty(n, dtype=torch.float32)
+        entropy, is_top1 = torch.empty_like(token_logp), torch.empty(n, dtype=torch.bool, device=hidden.device)
+        want_grad = ctx.needs_input_grad[0]
+        grad_hidden = torch.empty_like(hidden) if want_grad else None
+        for start in range(0, n, CHUNK):
+            end = min(start + CHUNK, n)
+            logits = (hidden[start:end] @ weight.t()).float()
+            t = target[start:end]
+            lse = torch.logsumexp(logits, dim=-1)
+            token_logp[start:end] = logits.gather(-1, t[:, None]).squeeze(-1) - lse
+            is_top1[start:end] = logits.argmax(-1) == t
+            logp = logits.sub_(lse[:, None])                    # in place of the logits
+            probs = logp.exp()
+            entropy[start:end] = -(probs * logp).sum(-1)
+            del logp, logits
+            if want_grad:  # d log p_t / d hidden = W^T (onehot(t) - softmax)
+                probs.neg_()
+                probs[torch.arange(end - start, device=probs.device), t] += 1
+                grad_hidden[start:end] = (probs.to(weight.dtype) @ weight)
+        ctx.save_for_backward(grad_hidden)
+        ctx.mark_non_differentiable(entropy, is_top1)
+        return token_logp, entropy, is_top1
+
+    @staticmethod
+    def backward(ctx, grad_logp, _entropy, _top1):
+        (grad_hidden,) = ctx.saved_tensors
+        return grad_hidden * grad_logp[:, None].to(grad_hidden.dtype), None, None
