@@ -5,8 +5,9 @@
 
 Both harnesses score the same model object on the same GSM8K test documents with lm-eval's
 own `gsm8k_cot` prompt (see lm_eval_agreement.py). lm-eval runs with its defaults
-(`--model hf`, batch size 1); this harness with its defaults (batch 16, length-sorted,
-left-padded, per-sequence early stop). Prints examples/s for each, the ratio, and how many
+(`--model hf`, batch size 1); this harness with its defaults (batch 16, length-sorted;
+greedy decoding runs the shared 8-shot prefix once per batch, writes the KV cache in
+place, and retires each row when it stops: finetune/eval/decode.py). Prints examples/s for each, the ratio, and how many
 greedy predictions are identical. Writes benchmarks/results/eval_throughput.json.
 """
 
@@ -35,7 +36,9 @@ def main():
     except ImportError:
         sys.exit("lm-eval is not installed: pip install lm-eval")
     from finetune.model import load_model
+    from finetune.perf import tune_allocator
 
+    tune_allocator()  # as the `finetune` command does; lm-eval runs in this same process and gets it too
     model, tokenizer = load_model(args.model)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.time()

@@ -7,6 +7,7 @@ import torch
 from _eval_helpers import arith_task, sharp_model, tokenizer, write_task
 
 from finetune.data.tokenize import encode_prompt
+from finetune.eval import runners
 from finetune.eval.generate import generate_batch
 from finetune.eval.harness import evaluate
 from finetune.eval.loglik import score_requests, split_long
@@ -126,13 +127,13 @@ def test_resume_skips_finished_docs_and_tolerates_a_half_written_line(tmp_path, 
     lines = path.read_text().splitlines(keepends=True)
     path.write_text("".join(lines[:2]) + lines[2][:40])  # two records, then a crash mid-write
     calls = []
-    real = type(model).generate
+    real = runners.generate_batch
 
-    def counting(self, *a, **kw):
-        calls.append(kw["input_ids"].shape[0])
-        return real(self, *a, **kw)
+    def counting(model, tok, prompts, **kw):
+        calls.append(len(prompts))
+        return real(model, tok, prompts, **kw)
 
-    monkeypatch.setattr(type(model), "generate", counting)
+    monkeypatch.setattr(runners, "generate_batch", counting)
     evaluate(model, tok, [task], out, batch_size=2)
     assert sum(calls) == 4  # only the four unfinished docs were generated again
     again = read_records(path)
@@ -201,19 +202,19 @@ filter_list:
 
 def test_an_interrupted_eval_keeps_finished_batches(tmp_path, model, tok, monkeypatch):
     task = load_task(str(arith_task(tmp_path)))
-    real, calls = type(model).generate, []
+    real, calls = runners.generate_batch, []
 
-    def dies_on_second_batch(self, *a, **kw):
+    def dies_on_second_batch(*a, **kw):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(self, *a, **kw)
+        return real(*a, **kw)
 
-    monkeypatch.setattr(type(model), "generate", dies_on_second_batch)
+    monkeypatch.setattr(runners, "generate_batch", dies_on_second_batch)
     with pytest.raises(KeyboardInterrupt):
         evaluate(model, tok, [task], tmp_path / "out", batch_size=2)
     assert len(read_records(tmp_path / "out" / "mini_arith.jsonl")) == 2  # the first batch is on disk
-    monkeypatch.setattr(type(model), "generate", real)
+    monkeypatch.setattr(runners, "generate_batch", real)
     scores = evaluate(model, tok, [task], tmp_path / "out", batch_size=2)
     assert len(read_records(tmp_path / "out" / "mini_arith.jsonl")) == 6 and "mini_arith" in scores
 

@@ -1,5 +1,9 @@
 """Batched generation: left padding, length-sorted batches, stop sequences, KV cache.
 
+Greedy decoding goes through `decode.greedy_shared_prefix` (shared few-shot prefix run
+once, finished rows retired); sampling, and models whose generation config processes
+logits, through `model.generate` as below.
+
 Prompts are token ids from `encode_prompt` (the training tokenizer call). A batch is
 left-padded so every row's next token sits in the last column, and decoded with
 `model.generate(use_cache=True)`. A row stops at EOS or when a stop string appears in its
@@ -11,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
+
+from finetune.eval.decode import greedy_shared_prefix, plain_greedy
 
 
 @dataclass
@@ -68,10 +74,14 @@ def generate_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens
     """For each prompt, `num_return_sequences` generations (greedy when temperature == 0)."""
     eos = eos_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+    sampling = temperature > 0
+    if not sampling and num_return_sequences == 1 and plain_greedy(model):
+        new = greedy_shared_prefix(model, tokenizer, prompts, max_new_tokens=max_new_tokens, eos=eos, until=until,
+                                   pad=pad)
+        return [[_finish(tokenizer, row, eos, until, pad)] for row in new]
     device = next(model.parameters()).device
     input_ids, mask = (t.to(device) for t in left_pad(prompts, pad))
     width = input_ids.shape[1]
-    sampling = temperature > 0
     kwargs = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if sampling else dict(do_sample=False)
     stopping = StoppingCriteriaList([StopOnStrings(tokenizer, until, width)]) if until else None
     if sampling:
