@@ -64,7 +64,8 @@ def train_once(method: str, args, work: Path, device: str) -> dict:
     m = json.loads((work / method / "manifest.json").read_text())
     tokens = m["train_metrics"]["num_tokens"]
     return {"tokens": tokens, "train_s": m["train_metrics"]["train_runtime"],
-            "tokens_per_s": tokens / m["train_metrics"]["train_runtime"], "seq": tokens / (args.steps * args.batch)}
+            "tokens_per_s": tokens / m["train_metrics"]["train_runtime"], "seq": tokens / (args.steps * args.batch),
+            "trained_fraction": m["data_stats"]["trained_fraction"]}
 
 
 def main():
@@ -90,7 +91,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for method in ("lora", "full"):
             r = train_once(method, args, Path(tmp), device)
-            fpt = flops_per_token(model, method, r["seq"])
+            fpt = flops_per_token(model, method, r["seq"], r["trained_fraction"])
             r["mfu_measured_peak"] = fpt * r["tokens_per_s"] / (peak * 1e12)
             r["mfu_datasheet"] = fpt * r["tokens_per_s"] / (sheet * 1e12) if sheet else None
             results[method] = r

@@ -9,13 +9,16 @@ examples. Reports real (non-padding) tokens/s, peak RSS, held-out loss after tra
 this machine's measured fp32 matmul peak. Writes benchmarks/results/train_throughput.json.
 
 Model FLOPs per token (N = linear weights in the blocks, H = the LM head, A = attention
-score/value products 2 * layers * seq * d):
-    forward                        2N + 2H + A
+score/value products 2 * layers * seq * d, c = fraction of tokens that carry a label: the
+head is needed only where there is a loss):
+    forward                        2N + 2Hc + A
     full finetune                  3 x forward
     LoRA (frozen base, adapters)   2 x forward: activation gradients everywhere, weight
                                    gradients only for the (tiny) adapters
-    freeze last k blocks           forward + 2H + 2 x (2 N_k + A_k): activation and weight
+    freeze last k blocks           forward + 2Hc + 2 x (2 N_k + A_k): activation and weight
                                    gradients only in the last k blocks (and through the head)
+The same count is used for both sides; recomputation (gradient checkpointing) and work
+on prompt positions of the head are not useful FLOPs and are not counted.
 """
 
 import argparse
@@ -41,11 +44,11 @@ output: {{dir: "{out}"}}
 """
 
 
-def flops_per_token(model, method: str, seq: float, k: int = 2) -> float:
+def flops_per_token(model, method: str, seq: float, head_fraction: float = 1.0, k: int = 2) -> float:
     blocks = model.model.layers
     linear = lambda mods: sum(m.weight.numel() for mod in mods for m in mod.modules()  # noqa: E731
                               if isinstance(m, torch.nn.Linear))
-    n, h = linear(blocks), model.lm_head.weight.numel()
+    n, h = linear(blocks), model.lm_head.weight.numel() * head_fraction
     d, layers = model.config.hidden_size, len(blocks)
     attn = 2 * layers * seq * d
     fwd = 2 * n + 2 * h + attn
@@ -118,8 +121,9 @@ def run_pair(method: str, args, work: Path) -> dict:
     from transformers import AutoModelForCausalLM
     model = AutoModelForCausalLM.from_pretrained(base)
     seq = ours_tokens / args.examples
-    fpt = flops_per_token(model, method, seq)
+    fpt = flops_per_token(model, method, seq, manifest["data_stats"]["trained_fraction"])
     result["flops_per_token"] = fpt
+    result["trained_fraction"] = manifest["data_stats"]["trained_fraction"]
     for side in ("finetune", "plain_trl"):
         result[side]["mfu"] = fpt * result[side]["tokens_per_s"] / (args.peak_gflops * 1e9)
     result["speedup"] = result["finetune"]["tokens_per_s"] / result["plain_trl"]["tokens_per_s"]

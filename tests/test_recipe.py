@@ -94,3 +94,15 @@ def test_readme_documents_every_recipe_key():
     from finetune.docs import schema_reference
     readme = (resource_dir("recipes").parent / "README.md").read_text()
     assert schema_reference() in readme, "README recipe reference is stale: run python -m finetune.docs"
+    assert readme.count("| `train.lr` |") == 1, "README holds more than one recipe reference table"
+
+
+def test_exponent_without_a_dot_is_a_number(tmp_path):
+    # PyYAML (YAML 1.1) reads `2e-4` as text; a number field takes it as the number written
+    p = tmp_path / "r.yaml"
+    p.write_text("data: {datasets: [{name: arith_cot}]}\ntrain: {lr: 2e-4, weight_decay: 1E-2}\n")
+    r = load_recipe(str(p), ["train.max_grad_norm=5e-1"])
+    assert (r.train.lr, r.train.weight_decay, r.train.max_grad_norm) == (2e-4, 1e-2, 0.5)
+    p.write_text("data: {datasets: [{name: arith_cot}]}\ntrain: {lr: 2e-x}\n")
+    with pytest.raises(RecipeError, match=r"r.yaml:2: train.lr: expected a number, got text '2e-x'"):
+        load_recipe(str(p))
