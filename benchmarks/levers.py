@@ -18,7 +18,8 @@ Variants (one change each from the project's defaults):
     fused AdamW                SFTConfig optim="adamw_torch_fused"
     1 thread                   torch.set_num_threads(1) (2 cores here)
     torch.compile              SFTConfig torch_compile=True
-    packing                    data.packing=true (padding-free rows)
+    padding-free               SFTConfig padding_free=True (a batch's examples in one row)
+    packing                    data.packing=true (examples packed into full rows: more per step)
 """
 
 import argparse
@@ -53,7 +54,12 @@ VARIANTS = {
     "fused AdamW": {"config": {"optim": "adamw_torch_fused"}},
     "1 thread": {"threads": 1},
     "torch.compile": {"config": {"torch_compile": True, "torch_compile_backend": "inductor"}},
+    "padding-free": {"config": {"padding_free": True, "max_length": None}},  # rows are cut to data.max_length already
     "packing": {"overrides": ["data.packing=true"]},
+    "padding-free + no checkpointing": {"config": {"padding_free": True, "max_length": None},
+                                       "overrides": ["train.gradient_checkpointing=false"]},
+    "padding-free + checkpoint every 3rd": {"config": {"padding_free": True, "max_length": None},
+                                           "overrides": ["train.checkpoint_every=3"]},
 }
 
 

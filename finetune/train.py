@@ -44,10 +44,24 @@ def sft_config(recipe: Recipe, run_dir: Path):
         bf16=on_gpu and recipe.model.dtype == "bfloat16", fp16=on_gpu and recipe.model.dtype == "float16",
         use_cpu=not on_gpu, activation_checkpointing=t.gradient_checkpointing,
         activation_checkpointing_kwargs={"every_n_layers": t.checkpoint_every} if t.gradient_checkpointing else None,
-        max_length=recipe.data.max_length, packing=recipe.data.packing,
+        # padding-free rows are cut to max_length by `cut_to_max_length` (TRL refuses max_length with them)
+        max_length=None if _padding_free(recipe) else recipe.data.max_length, packing=recipe.data.packing,
+        padding_free=recipe.data.padding_free or recipe.data.packing,
         completion_only_loss=None, dataset_num_proc=None,
         report_to="none", disable_tqdm=False, save_only_model=False, dataloader_num_workers=0,
     )
+
+
+def _padding_free(recipe: Recipe) -> bool:
+    return recipe.data.padding_free and not recipe.data.packing
+
+
+def cut_to_max_length(dataset, max_length: int):
+    """What TRL does with max_length when it may: keep the first max_length tokens, drop rows left without labels."""
+    if dataset is None:
+        return None
+    cut = dataset.map(lambda r: {"input_ids": r["input_ids"][:max_length], "labels": r["labels"][:max_length]})
+    return cut.filter(lambda r: any(t != -100 for t in r["labels"]))
 
 
 def save_outputs(model, tokenizer, run_dir: Path, method: str) -> None:
@@ -97,8 +111,11 @@ def fit(recipe: Recipe, run_dir: Path, model, tokenizer, bundle, resuming: bool)
     log_path = run_dir / "logs" / "train_log.jsonl"
     ckpt = rundir.last_checkpoint(run_dir) if resuming else None
     stopper = StopOnSignal()
+    train_set, val_set = bundle.train, bundle.val
+    if _padding_free(recipe):
+        train_set, val_set = (cut_to_max_length(d, recipe.data.max_length) for d in (train_set, val_set))
     trainer = guarded_trainer_class()(
-        model=model, args=sft_config(recipe, run_dir), train_dataset=bundle.train, eval_dataset=bundle.val,
+        model=model, args=sft_config(recipe, run_dir), train_dataset=train_set, eval_dataset=val_set,
         processing_class=tokenizer,
         callbacks=[JsonlLogger(log_path, int(ckpt.rsplit("-", 1)[1]) if ckpt else 0), stopper])
     if ckpt:

@@ -89,3 +89,28 @@ def test_finished_run_is_not_overwritten(write_recipe):
     with pytest.raises(rundir.RunDirError, match="holds a finished run; pass --overwrite"):
         train(load_recipe(path))
     train(load_recipe(path), overwrite=True)
+
+
+def test_padding_free_rows_train_like_padded_ones(write_recipe, tmp_path):
+    """One row per batch, no padding: the same losses as padded batches (no attention across examples)."""
+    losses = {}
+    for padding_free in (True, False):
+        text = TINY_RECIPE.replace("data:", f"data:\n  padding_free: {str(padding_free).lower()}")
+        recipe = load_recipe(write_recipe(text.replace("{out}", str(tmp_path / f"pf_{padding_free}"))))
+        run_dir, *_ = train(recipe)
+        rows = [json.loads(l) for l in (run_dir / "logs" / "train_log.jsonl").read_text().splitlines()]
+        losses[padding_free] = [r["loss"] for r in rows if "loss" in r]
+    assert len(losses[True]) == 4
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4)
+
+
+def test_cut_to_max_length_keeps_the_start_and_drops_rows_without_labels():
+    from datasets import Dataset
+
+    from finetune.train import cut_to_max_length
+    ds = Dataset.from_list([{"input_ids": [1, 2, 3, 4], "labels": [-100, -100, 3, 4]},
+                            {"input_ids": [5, 6, 7], "labels": [-100, -100, -100]},
+                            {"input_ids": [8, 9], "labels": [8, 9]}])
+    cut = cut_to_max_length(ds, 2)
+    assert cut["input_ids"] == [[8, 9]] and cut["labels"] == [[8, 9]]
+    assert cut_to_max_length(ds, 3)["input_ids"] == [[1, 2, 3], [8, 9]]
