@@ -18,6 +18,7 @@ from finetune import memory, rundir
 from finetune.launch import is_main
 from finetune.data.audit import audit
 from finetune.data.build import build_datasets
+from finetune.data.tokenize import IGNORE
 from finetune.faults import Interrupted, JsonlLogger, StopOnSignal, explain_oom, guarded_trainer_class
 from finetune.methods import apply_method, format_table, trainable_table
 from finetune.model import load_base, resolve_model
@@ -39,14 +40,14 @@ def sft_config(recipe: Recipe, run_dir: Path):
         logging_steps=t.logging_steps, save_strategy="steps", save_steps=t.save_steps, save_total_limit=2,
         eval_strategy="steps" if recipe.data.val_size else "no", eval_steps=t.save_steps,
         # TRL defaults to bf16 and checkpointing every block; on a CPU without AVX512-BF16 bf16
-        # matmul is ~100x slower, and checkpointing every 2nd block keeps most of the memory
-        # saving for a fraction of the recompute, so both follow the recipe.
+        # matmul is ~100x slower, and checkpointing every n-th block (train.checkpoint_every)
+        # keeps most of the memory saving for a fraction of the recompute, so both follow the recipe.
         bf16=on_gpu and recipe.model.dtype == "bfloat16", fp16=on_gpu and recipe.model.dtype == "float16",
         use_cpu=not on_gpu, activation_checkpointing=t.gradient_checkpointing,
         activation_checkpointing_kwargs={"every_n_layers": t.checkpoint_every} if t.gradient_checkpointing else None,
         # padding-free rows are cut to max_length by `cut_to_max_length` (TRL refuses max_length with them)
         max_length=None if _padding_free(recipe) else recipe.data.max_length, packing=recipe.data.packing,
-        padding_free=recipe.data.padding_free or recipe.data.packing,
+        padding_free=recipe.data.padding_free,  # TRL makes packed rows padding-free itself
         completion_only_loss=None, dataset_num_proc=None,
         report_to="none", disable_tqdm=False, save_only_model=False, dataloader_num_workers=0,
     )
@@ -61,7 +62,7 @@ def cut_to_max_length(dataset, max_length: int):
     if dataset is None:
         return None
     cut = dataset.map(lambda r: {"input_ids": r["input_ids"][:max_length], "labels": r["labels"][:max_length]})
-    return cut.filter(lambda r: any(t != -100 for t in r["labels"]))
+    return cut.filter(lambda r: any(t != IGNORE for t in r["labels"]))
 
 
 def save_outputs(model, tokenizer, run_dir: Path, method: str) -> None:
