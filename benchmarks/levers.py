@@ -1,9 +1,11 @@
 """Levers: `finetune train` with one setting changed at a time, against the defaults, same run.
 
-    python benchmarks/levers.py --examples 32 --steps 8          # LoRA on SmolLM2, GSM8K rows
+    python benchmarks/levers.py --examples 32 --steps 8                   # LoRA on SmolLM2, GSM8K rows
+    python benchmarks/levers.py --method freeze --only "backward to the embeddings"
 
-Every variant trains the packaged SmolLM2-135M-Instruct with LoRA r16 (all linear layers)
-on the first N GSM8K train rows, batch 4, in its own process (so peak memory is its own).
+Every variant trains the packaged SmolLM2-135M-Instruct with LoRA r16 on all linear layers
+(or freeze-last-2 with --method freeze) on the first N GSM8K train rows, batch 4, in its own
+process (so peak memory is its own).
 Reported per variant: steady-state real tokens/s (steps 3..N, past warm-up and compilation),
 whole-run tokens/s, peak RSS, and the ratio of each to the defaults measured in this run.
 Writes benchmarks/results/levers.json.
@@ -13,16 +15,20 @@ Variants (one change each from the project's defaults):
     checkpoint every block     train.checkpoint_every=1 (TRL's default)
     LoRA dropout 0.05          method.dropout=0.05
     TRL's CPU loss head        the compact head (finetune/lmhead.py) not installed
-    no malloc tuning           finetune/perf.py not applied
+    backward to the embeddings finetune/perf.py's stop_input_grads not applied
+    masked attention           padding-free rows through transformers' sdpa with a block-diagonal mask
+                               (finetune/attention.py not used)
+    no malloc tuning           finetune/perf.py's tune_allocator not applied
     group by length            SFTConfig train_sampling_strategy="group_by_length"
     fused AdamW                SFTConfig optim="adamw_torch_fused"
     1 thread                   torch.set_num_threads(1) (2 cores here)
     torch.compile              SFTConfig torch_compile=True
-    padding-free               SFTConfig padding_free=True (a batch's examples in one row)
+    padded batches             data.padding_free=false (rows padded to the longest in the batch)
     packing                    data.packing=true (examples packed into full rows: more per step)
 """
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -34,7 +40,7 @@ from common import REPO, machine, need_shared, peak_rss_mib  # noqa: E402
 
 RECIPE = """\
 model: {{name: smollm2-135m-instruct}}
-method: {{name: lora, r: 16, alpha: 32}}
+method: {method}
 data:
   datasets: [{{name: gsm8k, path: "{data}", limit: {examples}}}]
   max_length: 512
@@ -49,17 +55,15 @@ VARIANTS = {
     "checkpoint every block": {"overrides": ["train.checkpoint_every=1"]},
     "LoRA dropout 0.05": {"overrides": ["method.dropout=0.05"]},
     "TRL's CPU loss head": {"trl_head": True},
+    "backward to the embeddings": {"keep_input_grads": True},
+    "masked attention": {"masked_attention": True},
     "no malloc tuning": {"no_malloc": True},
     "group by length": {"config": {"train_sampling_strategy": "group_by_length"}},
     "fused AdamW": {"config": {"optim": "adamw_torch_fused"}},
     "1 thread": {"threads": 1},
     "torch.compile": {"config": {"torch_compile": True, "torch_compile_backend": "inductor"}},
-    "padding-free": {"config": {"padding_free": True, "max_length": None}},  # rows are cut to data.max_length already
+    "padded batches": {"overrides": ["data.padding_free=false"]},
     "packing": {"overrides": ["data.packing=true"]},
-    "padding-free + no checkpointing": {"config": {"padding_free": True, "max_length": None},
-                                       "overrides": ["train.gradient_checkpointing=false"]},
-    "padding-free + checkpoint every 3rd": {"config": {"padding_free": True, "max_length": None},
-                                           "overrides": ["train.checkpoint_every=3"]},
 }
 
 
@@ -67,6 +71,7 @@ def child(variant: str, recipe: str) -> None:
     """Runs `finetune train` in this process with the variant's change; step times go to the log."""
     import torch
 
+    import finetune.attention
     import finetune.faults
     import finetune.lmhead
     import finetune.perf
@@ -78,6 +83,10 @@ def child(variant: str, recipe: str) -> None:
         torch.set_num_threads(spec["threads"])
     if spec.get("trl_head"):
         finetune.lmhead.add_compact_lm_head = lambda model: False
+    if spec.get("keep_input_grads"):
+        finetune.perf.stop_input_grads = lambda model, kwargs: False
+    if spec.get("masked_attention"):
+        finetune.attention.segment_attention = contextlib.nullcontext
     if spec.get("no_malloc"):
         finetune.perf.tune_allocator = lambda: False
     if spec.get("config"):
@@ -98,7 +107,8 @@ def child(variant: str, recipe: str) -> None:
 def measure(variant: str, args, work: Path) -> dict:
     out = work / "run"
     recipe = work / "lever.yaml"
-    recipe.write_text(RECIPE.format(data=need_shared("gsm8k/train.jsonl"), examples=args.examples,
+    method = "{name: lora, r: 16, alpha: 32}" if args.method == "lora" else "{name: freeze, layers: 2}"
+    recipe.write_text(RECIPE.format(method=method, data=need_shared("gsm8k/train.jsonl"), examples=args.examples,
                                     steps=args.steps, out=out))
     run, rss = peak_rss_mib([sys.executable, __file__, "--child", variant, str(recipe)])
     log = [json.loads(line) for line in (out / "logs" / "train_log.jsonl").read_text().splitlines()]
@@ -114,6 +124,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--examples", type=int, default=32)
     ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--method", choices=["lora", "freeze"], default="lora", help="lora r16 or freeze-last-2")
     ap.add_argument("--only", default="", help="comma-separated variant names (defaults always run)")
     ap.add_argument("--child", nargs=2, metavar=("VARIANT", "RECIPE"), help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "levers.json"))

@@ -83,10 +83,14 @@ class StopOnSignal(TrainerCallback):
 
 
 def guarded_trainer_class():
-    """SFTTrainer that refuses a non-finite loss on any micro-step (and, on CPU, uses the compact loss head)."""
+    """SFTTrainer that refuses a non-finite loss on any micro-step. Speed: backward stops at the first
+    trainable module (`perf.stop_input_grads`), padding-free rows attend per example
+    (`attention.segment_attention`), and on CPU the loss head is the compact one (`lmhead`)."""
     from trl import SFTTrainer
 
+    from finetune.attention import segment_attention
     from finetune.lmhead import add_compact_lm_head
+    from finetune.perf import stop_input_grads
 
     class GuardedSFTTrainer(SFTTrainer):
         def __init__(self, *args, **kwargs):
@@ -94,6 +98,14 @@ def guarded_trainer_class():
             if self.args.device.type == "cpu":
                 add_compact_lm_head(self.model.get_base_model() if hasattr(self.model, "get_base_model")
                                     else self.model)
+            self._input_grads_stopped = False
+
+        def _inner_training_loop(self, *args, **kwargs):
+            # after train() has switched checkpointing on (and with it the embeddings' requires-grad hook)
+            if self.args.activation_checkpointing and not self._input_grads_stopped:
+                self._input_grads_stopped = stop_input_grads(self.model, self.args.activation_checkpointing_kwargs)
+            with segment_attention(self.model):  # padding-free rows: attention per example, unmasked
+                return super()._inner_training_loop(*args, **kwargs)
 
         def training_step(self, model, inputs, num_items_in_batch=None):
             loss = super().training_step(model, inputs, num_items_in_batch)
