@@ -63,8 +63,10 @@ def test_lora_run_dir_and_only_adapters_train(write_recipe, tiny_dir):
 
 def test_freeze_keeps_frozen_weights_bit_identical(write_recipe, tiny_dir):
     text = TINY_RECIPE.replace("method: {name: lora, r: 4, alpha: 8}", "method: {name: freeze, layers: 1}")
-    run_dir, *_ = train(load_recipe(write_recipe(text)))
+    run_dir, model, *_ = train(load_recipe(write_recipe(text)))
     assert "model/model.safetensors" in files_in(run_dir)
+    assert model.config._attn_implementation == "sdpa", "the per-example attention is for training only"
+    assert "attn_implementation" not in (run_dir / "model" / "config.json").read_text()
     base = load_file(f"{tiny_dir}/model.safetensors")
     tuned = load_file(run_dir / "model" / "model.safetensors")
     changed = {k for k in base if not torch.equal(base[k], tuned[k])}
