@@ -18,6 +18,7 @@ Variants (one change each from the project's defaults):
     backward to the embeddings finetune/perf.py's stop_input_grads not applied
     masked attention           padding-free rows through transformers' sdpa with a block-diagonal mask
                                (finetune/attention.py not used)
+    PEFT's LoRA forward        finetune/fused_lora.py not used (scale and sum as separate passes)
     no malloc tuning           finetune/perf.py's tune_allocator not applied
     group by length            SFTConfig train_sampling_strategy="group_by_length"
     fused AdamW                SFTConfig optim="adamw_torch_fused"
@@ -57,6 +58,7 @@ VARIANTS = {
     "TRL's CPU loss head": {"trl_head": True},
     "backward to the embeddings": {"keep_input_grads": True},
     "masked attention": {"masked_attention": True},
+    "PEFT's LoRA forward": {"peft_forward": True},
     "no malloc tuning": {"no_malloc": True},
     "group by length": {"config": {"train_sampling_strategy": "group_by_length"}},
     "fused AdamW": {"config": {"optim": "adamw_torch_fused"}},
@@ -73,6 +75,7 @@ def child(variant: str, recipe: str) -> None:
 
     import finetune.attention
     import finetune.faults
+    import finetune.fused_lora
     import finetune.lmhead
     import finetune.perf
     import finetune.train
@@ -87,6 +90,8 @@ def child(variant: str, recipe: str) -> None:
         finetune.perf.stop_input_grads = lambda model, kwargs: False
     if spec.get("masked_attention"):
         finetune.attention.segment_attention = contextlib.nullcontext
+    if spec.get("peft_forward"):
+        finetune.fused_lora.fused_lora = lambda model: contextlib.nullcontext(0)
     if spec.get("no_malloc"):
         finetune.perf.tune_allocator = lambda: False
     if spec.get("config"):

@@ -85,10 +85,12 @@ class StopOnSignal(TrainerCallback):
 def guarded_trainer_class():
     """SFTTrainer that refuses a non-finite loss on any micro-step. Speed: backward stops at the first
     trainable module (`perf.stop_input_grads`), padding-free rows attend per example
-    (`attention.segment_attention`), and on CPU the loss head is the compact one (`lmhead`)."""
+    (`attention.segment_attention`), LoRA layers add their update inside one GEMM (`fused_lora`), and
+    on CPU the loss head is the compact one (`lmhead`)."""
     from trl import SFTTrainer
 
     from finetune.attention import segment_attention
+    from finetune.fused_lora import fused_lora
     from finetune.lmhead import add_compact_lm_head
     from finetune.perf import stop_input_grads
 
@@ -104,7 +106,8 @@ def guarded_trainer_class():
             # after train() has switched checkpointing on (and with it the embeddings' requires-grad hook)
             if self.args.activation_checkpointing and not self._input_grads_stopped:
                 self._input_grads_stopped = stop_input_grads(self.model, self.args.activation_checkpointing_kwargs)
-            with segment_attention(self.model):  # padding-free rows: attention per example, unmasked
+            # padding-free rows attend per example, unmasked; LoRA's scale and sum go inside one GEMM
+            with segment_attention(self.model), fused_lora(self.model):
                 return super()._inner_training_loop(*args, **kwargs)
 
         def training_step(self, model, inputs, num_items_in_batch=None):
