@@ -113,8 +113,9 @@ class TrainConfig:
     seed: int = _f(42, "Seed for data order, initialisation and dropout.")
     save_steps: int = _f(50, "Write a checkpoint every N steps.", min=1)
     logging_steps: int = _f(5, "Log the loss every N steps.", min=1)
-    gradient_checkpointing: bool = _f(True, "Recompute activations in backward instead of keeping them: less "
-                                      "memory, more compute (see checkpoint_every).")
+    gradient_checkpointing: bool | Literal["auto"] = _f(
+        "auto", "Recompute activations in backward instead of keeping them: less memory, more compute (see "
+        "checkpoint_every). auto: only when the memory estimate without it passes half the free memory.")
     checkpoint_every: int = _f(3, "With gradient_checkpointing, recompute every n-th block only: 1 = all "
                                "(TRL's default, least memory, slowest); 3 = a third (benchmarks/levers.py).", min=1)
 

@@ -3,8 +3,8 @@
     finetune train recipes/quickstart.yaml train.max_steps=20
 
 Reads top to bottom. TRL does the training loop; this file chooses CPU-sane defaults
-(fp32, no gradient checkpointing), writes the run directory and resumes an unfinished
-run from its last complete checkpoint.
+(fp32, gradient checkpointing only where memory asks for it), writes the run directory
+and resumes an unfinished run from its last complete checkpoint.
 """
 
 import json
@@ -25,10 +25,12 @@ from finetune.model import load_base, resolve_model
 from finetune.recipe import Recipe, dump_recipe
 
 
-def sft_config(recipe: Recipe, run_dir: Path):
+def sft_config(recipe: Recipe, run_dir: Path, checkpointing: bool | None = None):
+    """TRL's config from the recipe; `checkpointing` is train.gradient_checkpointing with `auto` decided."""
     from trl import SFTConfig
 
     t, on_gpu = recipe.train, torch.cuda.is_available()
+    checkpointing = bool(t.gradient_checkpointing) if checkpointing is None else checkpointing
     return SFTConfig(
         output_dir=str(run_dir / "checkpoints"),
         max_steps=t.max_steps, num_train_epochs=t.epochs,
@@ -40,11 +42,12 @@ def sft_config(recipe: Recipe, run_dir: Path):
         logging_steps=t.logging_steps, save_strategy="steps", save_steps=t.save_steps, save_total_limit=2,
         eval_strategy="steps" if recipe.data.val_size else "no", eval_steps=t.save_steps,
         # TRL defaults to bf16 and checkpointing every block; on a CPU without AVX512-BF16 bf16
-        # matmul is ~100x slower, and checkpointing every n-th block (train.checkpoint_every)
-        # keeps most of the memory saving for a fraction of the recompute, so both follow the recipe.
+        # matmul is ~100x slower, and checkpointing costs time where memory does not ask for it
+        # (memory.use_checkpointing), and every n-th block (train.checkpoint_every) keeps most of
+        # its memory saving for a fraction of the recompute, so both follow the recipe.
         bf16=on_gpu and recipe.model.dtype == "bfloat16", fp16=on_gpu and recipe.model.dtype == "float16",
-        use_cpu=not on_gpu, activation_checkpointing=t.gradient_checkpointing,
-        activation_checkpointing_kwargs={"every_n_layers": t.checkpoint_every} if t.gradient_checkpointing else None,
+        use_cpu=not on_gpu, activation_checkpointing=checkpointing,
+        activation_checkpointing_kwargs={"every_n_layers": t.checkpoint_every} if checkpointing else None,
         # padding-free rows are cut to max_length by `cut_to_max_length` (TRL refuses max_length with them)
         max_length=None if _padding_free(recipe) else recipe.data.max_length, packing=recipe.data.packing,
         padding_free=recipe.data.padding_free,  # TRL makes packed rows padding-free itself
@@ -96,18 +99,21 @@ def plot_loss(log_path: Path, out_path: Path) -> None:
 
 
 def setup_model(recipe: Recipe):
-    """Base model + tokenizer with the method applied; prints the trainable table and memory estimate."""
+    """Base model + tokenizer with the method applied, and whether to checkpoint (train.gradient_checkpointing
+    with `auto` decided); prints the trainable table and memory estimate."""
     model, tokenizer = load_base(recipe.model)
     model = apply_method(model, recipe.method)
     table = trainable_table(model)
     print(format_table(table), flush=True)
-    est = memory.estimate(model, recipe)
-    print(memory.format_estimate(est), flush=True)
-    memory.check_fits(est, *memory.available_bytes(), recipe)
-    return model, tokenizer, table, est
+    available, where = memory.available_bytes()
+    checkpointing = memory.use_checkpointing(model, recipe, available)
+    est = memory.estimate(model, recipe, checkpointing)
+    print(memory.format_estimate(est) + f" (gradient checkpointing {'on' if checkpointing else 'off'})", flush=True)
+    memory.check_fits(est, available, where, recipe)
+    return model, tokenizer, table, est, checkpointing
 
 
-def fit(recipe: Recipe, run_dir: Path, model, tokenizer, bundle, resuming: bool):
+def fit(recipe: Recipe, run_dir: Path, model, tokenizer, bundle, resuming: bool, checkpointing: bool):
     """TRL SFTTrainer.train(), resuming from the last complete checkpoint; returns the trainer and metrics."""
     log_path = run_dir / "logs" / "train_log.jsonl"
     ckpt = rundir.last_checkpoint(run_dir) if resuming else None
@@ -116,7 +122,7 @@ def fit(recipe: Recipe, run_dir: Path, model, tokenizer, bundle, resuming: bool)
     if _padding_free(recipe):
         train_set, val_set = (cut_to_max_length(d, recipe.data.max_length) for d in (train_set, val_set))
     trainer = guarded_trainer_class()(
-        model=model, args=sft_config(recipe, run_dir), train_dataset=train_set, eval_dataset=val_set,
+        model=model, args=sft_config(recipe, run_dir, checkpointing), train_dataset=train_set, eval_dataset=val_set,
         processing_class=tokenizer,
         callbacks=[JsonlLogger(log_path, int(ckpt.rsplit("-", 1)[1]) if ckpt else 0), stopper])
     if ckpt:
@@ -156,7 +162,7 @@ def _train(recipe: Recipe, run_dir: Path, resuming: bool):
     rundir.write_atomic(run_dir / "recipe.yaml", dump_recipe(recipe))
     set_seed(recipe.train.seed)
     base_path = resolve_model(recipe.model.name)
-    model, tokenizer, table, est = setup_model(recipe)
+    model, tokenizer, table, est, checkpointing = setup_model(recipe)
     rundir.write_atomic(run_dir / "trainable.txt", format_table(table) + "\n")
 
     t_data = time.time()
@@ -168,11 +174,11 @@ def _train(recipe: Recipe, run_dir: Path, resuming: bool):
                 "dataset_fingerprint": bundle.fingerprint, "data_stats": data_stats, "train_examples": len(bundle.train),
                 "val_examples": len(bundle.val) if bundle.val is not None else 0,
                 "toolkit_commit": rundir.toolkit_commit(), "versions": rundir.versions(), "trainable": table,
-                "memory_estimate_bytes": est, "wall_times": {"data_s": round(time.time() - t_data, 2)}}
+                "memory_estimate_bytes": est, "gradient_checkpointing": checkpointing, "wall_times": {"data_s": round(time.time() - t_data, 2)}}
     rundir.write_json(run_dir / "manifest.json", manifest)
 
     t_train = time.time()
-    trainer, metrics = fit(recipe, run_dir, model, tokenizer, bundle, resuming)
+    trainer, metrics = fit(recipe, run_dir, model, tokenizer, bundle, resuming, checkpointing)
     manifest["wall_times"]["train_s"] = round(time.time() - t_train, 2)
     manifest["train_metrics"] = metrics
     model = trainer.model

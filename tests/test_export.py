@@ -9,7 +9,7 @@ import torch
 from conftest import TINY_RECIPE
 from finetune.eval.commands import load_for_eval
 from finetune.export import ExportError, export_run
-from finetune.memory import MemoryEstimateError, check_fits, estimate
+from finetune.memory import MemoryEstimateError, check_fits, estimate, use_checkpointing
 from finetune.methods import apply_method
 from finetune.recipe import load_recipe
 from finetune.testing import tiny_model
@@ -55,6 +55,18 @@ def test_memory_estimate_counts_and_refuses(write_recipe):
         check_fits(est, 1000.0, "available RAM", recipe)
     big = load_recipe(write_recipe(TINY_RECIPE), ["train.batch_size=64", "data.max_length=4096"])
     assert estimate(model, big)["activations"] > 100 * est["activations"]
+
+
+def test_auto_checkpointing_only_where_memory_asks(write_recipe):
+    recipe = load_recipe(write_recipe(TINY_RECIPE))
+    assert recipe.train.gradient_checkpointing == "auto"
+    model = apply_method(tiny_model(), recipe.method)
+    without = estimate(model, recipe, checkpointing=False)["total"]
+    assert not use_checkpointing(model, recipe, available=2.1 * without)
+    assert use_checkpointing(model, recipe, available=1.9 * without)
+    for setting, available in ((True, 1e15), (False, 1.0)):
+        fixed = load_recipe(write_recipe(TINY_RECIPE), [f"train.gradient_checkpointing={str(setting).lower()}"])
+        assert use_checkpointing(model, fixed, available) is setting
 
 
 def test_exported_folder_loads_in_lm_eval_hf(write_recipe, tmp_path):

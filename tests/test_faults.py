@@ -18,14 +18,14 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(write_recipe, monkeypatch
     calls = {"n": 0}
 
     def poisoned_setup(recipe):
-        model, tok, table, est = real_setup(recipe)
+        model, *rest = real_setup(recipe)
 
         def hook(module, inputs, output):
             calls["n"] += 1
             return output * float("nan") if calls["n"] > 3 else output  # forward 4 = step 4
         final_norm = next(m for n, m in model.named_modules() if n.endswith("model.norm"))
         final_norm.register_forward_hook(hook)
-        return model, tok, table, est
+        return (model, *rest)
 
     monkeypatch.setattr(train_mod, "setup_model", poisoned_setup)
     recipe = load_recipe(write_recipe(TINY_RECIPE.replace("max_steps: 4", "max_steps: 8")))
