@@ -15,7 +15,8 @@ Variants (one change each from the project's defaults):
     checkpoint every block     train.gradient_checkpointing=true, train.checkpoint_every=1 (TRL's default)
     LoRA dropout 0.05          method.dropout=0.05
     TRL's CPU loss head        the compact head (finetune/lmhead.py) not installed
-    backward to the embeddings finetune/perf.py's stop_input_grads not applied
+    backward to the embeddings checkpoint every 3rd block without finetune/perf.py's stop_input_grads
+                               (compare with "checkpoint every 3rd block")
     masked attention           padding-free rows through transformers' sdpa with a block-diagonal mask
                                (finetune/attention.py not used)
     PEFT's LoRA forward        finetune/fused_lora.py not used (scale and sum as separate passes)
@@ -56,7 +57,7 @@ VARIANTS = {
     "checkpoint every block": {"overrides": ["train.gradient_checkpointing=true", "train.checkpoint_every=1"]},
     "LoRA dropout 0.05": {"overrides": ["method.dropout=0.05"]},
     "TRL's CPU loss head": {"trl_head": True},
-    "backward to the embeddings": {"keep_input_grads": True},
+    "backward to the embeddings": {"keep_input_grads": True, "overrides": ["train.gradient_checkpointing=true"]},
     "masked attention": {"masked_attention": True},
     "PEFT's LoRA forward": {"peft_forward": True},
     "no malloc tuning": {"no_malloc": True},
