@@ -62,7 +62,8 @@ def train_once(method: str, args, work: Path, device: str) -> dict:
     subprocess.run([sys.executable, "-m", "finetune.cli", "train", str(recipe)], check=True,
                    env={**__import__("os").environ, **env}, stdout=subprocess.DEVNULL)
     m = json.loads((work / method / "manifest.json").read_text())
-    tokens = m["train_metrics"]["num_tokens"]
+    log = (work / method / "logs" / "train_log.jsonl").read_text().splitlines()
+    tokens = max(json.loads(line).get("num_tokens", 0) for line in log)  # real tokens seen, as TRL logs them
     return {"tokens": tokens, "train_s": m["train_metrics"]["train_runtime"],
             "tokens_per_s": tokens / m["train_metrics"]["train_runtime"], "seq": tokens / (args.steps * args.batch),
             "trained_fraction": m["data_stats"]["trained_fraction"]}

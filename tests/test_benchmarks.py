@@ -28,3 +28,20 @@ def test_flops_per_token_orders_methods():
 def test_matmul_peak_is_positive_and_plausible():
     from common import matmul_peak_gflops
     assert 0.1 < matmul_peak_gflops(n=256, seconds=0.2) < 1e6
+
+
+@pytest.mark.slow
+def test_gpu_bench_cpu_fallback_runs_end_to_end(tmp_path):
+    """Without a GPU, `gpu_bench.py --smoke` trains LoRA and full on SmolLM2 for 2 steps and evaluates 2 documents."""
+    import json
+    import subprocess
+
+    out = tmp_path / "gpu_bench.json"
+    proc = subprocess.run([sys.executable, str(BENCH / "gpu_bench.py"), "--smoke", "--out", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    for method in ("lora", "full"):
+        assert result[method]["tokens"] > 0 and result[method]["tokens_per_s"] > 0
+        assert 0 < result[method]["mfu_measured_peak"] < 1.5
+    assert result["eval"]["examples"] == 2
