@@ -88,7 +88,7 @@ def child(variant: str, recipe: str) -> None:
     if spec.get("trl_head"):
         finetune.lmhead.add_compact_lm_head = lambda model: False
     if spec.get("keep_input_grads"):
-        finetune.perf.stop_input_grads = lambda model, kwargs: False
+        finetune.perf.stop_input_grads = lambda model, kwargs: None
     if spec.get("masked_attention"):
         finetune.attention.segment_attention = contextlib.nullcontext
     if spec.get("peft_forward"):

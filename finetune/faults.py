@@ -100,15 +100,17 @@ def guarded_trainer_class():
             if self.args.device.type == "cpu":
                 add_compact_lm_head(self.model.get_base_model() if hasattr(self.model, "get_base_model")
                                     else self.model)
-            self._input_grads_stopped = False
 
         def _inner_training_loop(self, *args, **kwargs):
             # after train() has switched checkpointing on (and with it the embeddings' requires-grad hook)
-            if self.args.activation_checkpointing and not self._input_grads_stopped:
-                self._input_grads_stopped = stop_input_grads(self.model, self.args.activation_checkpointing_kwargs)
-            # padding-free rows attend per example, unmasked; LoRA's scale and sum go inside one GEMM
-            with segment_attention(self.model), fused_lora(self.model):
-                return super()._inner_training_loop(*args, **kwargs)
+            stop = stop_input_grads(self.model, self.args.activation_checkpointing_kwargs) \
+                if self.args.activation_checkpointing else None
+            try:  # padding-free rows attend per example, unmasked; LoRA's scale and sum go inside one GEMM
+                with segment_attention(self.model), fused_lora(self.model):
+                    return super()._inner_training_loop(*args, **kwargs)
+            finally:
+                if stop is not None:
+                    stop.remove()
 
         def training_step(self, model, inputs, num_items_in_batch=None):
             loss = super().training_step(model, inputs, num_items_in_batch)

@@ -21,7 +21,7 @@ def tune_allocator() -> bool:
         return False
 
 
-def stop_input_grads(model, checkpoint_kwargs: dict | None) -> bool:
+def stop_input_grads(model, checkpoint_kwargs: dict | None):
     """Let backward stop at the first trainable module instead of running down to the embeddings.
 
     transformers' activation checkpointing marks the token embeddings' output as requiring
@@ -29,12 +29,12 @@ def stop_input_grads(model, checkpoint_kwargs: dict | None) -> bool:
     needs. With the default non-reentrant checkpointing it only makes backward form input
     gradients through every frozen block: with freeze-last-2 on a 30-block model, 28 blocks
     of backward that update nothing. A hook registered after theirs detaches the
-    embeddings' output again when no embedding parameter trains. Returns whether it did.
+    embeddings' output again when no embedding parameter trains. Returns the hook's handle
+    (remove it when training ends), or None where it left the model alone.
     """
     if (checkpoint_kwargs or {}).get("use_reentrant"):
-        return False
+        return None
     embeddings = model.get_input_embeddings()
     if embeddings is None or any(p.requires_grad for p in embeddings.parameters()):
-        return False
-    embeddings.register_forward_hook(lambda module, args, output: output.detach())
-    return True
+        return None
+    return embeddings.register_forward_hook(lambda module, args, output: output.detach())
