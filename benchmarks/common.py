@@ -14,6 +14,19 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("FINETUNE_DATA_DIR", REPO.parent / "shared" / "data"))
 
+# `finetune train` on the packaged SmolLM2 and the first N GSM8K train rows (train_throughput, levers)
+GSM8K_RECIPE = """\
+model: {{name: smollm2-135m-instruct}}
+method: {method}
+data:
+  datasets: [{{name: gsm8k, path: "{data}", limit: {examples}}}]
+  max_length: {max_length}
+train: {{max_steps: {steps}, batch_size: {batch}, grad_accum: {accum}, lr: {lr}, save_steps: 100000,
+        logging_steps: 1, warmup_ratio: 0.0, scheduler: linear}}
+output: {{dir: "{out}", overwrite: true}}
+"""
+METHODS = {"lora": "{name: lora, r: 16, alpha: 32}", "freeze": "{name: freeze, layers: 2}"}
+
 
 def need_shared(rel: str) -> Path:
     path = SHARED / rel

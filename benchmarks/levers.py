@@ -38,18 +38,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, machine, need_shared, peak_rss_mib  # noqa: E402
-
-RECIPE = """\
-model: {{name: smollm2-135m-instruct}}
-method: {method}
-data:
-  datasets: [{{name: gsm8k, path: "{data}", limit: {examples}}}]
-  max_length: 512
-train: {{max_steps: {steps}, batch_size: 4, lr: 2.0e-4, save_steps: 100000, logging_steps: 1,
-        warmup_ratio: 0.0, scheduler: linear}}
-output: {{dir: "{out}", overwrite: true}}
-"""
+from common import GSM8K_RECIPE, METHODS, REPO, machine, need_shared, peak_rss_mib  # noqa: E402
 
 VARIANTS = {
     "defaults": {},
@@ -113,9 +102,9 @@ def child(variant: str, recipe: str) -> None:
 def measure(variant: str, args, work: Path) -> dict:
     out = work / "run"
     recipe = work / "lever.yaml"
-    method = "{name: lora, r: 16, alpha: 32}" if args.method == "lora" else "{name: freeze, layers: 2}"
-    recipe.write_text(RECIPE.format(method=method, data=need_shared("gsm8k/train.jsonl"), examples=args.examples,
-                                    steps=args.steps, out=out))
+    recipe.write_text(GSM8K_RECIPE.format(method=METHODS[args.method], data=need_shared("gsm8k/train.jsonl"),
+                                          examples=args.examples, steps=args.steps, batch=4, accum=1, lr=2.0e-4,
+                                          max_length=512, out=out))
     run, rss = peak_rss_mib([sys.executable, __file__, "--child", variant, str(recipe)])
     log = [json.loads(line) for line in (out / "logs" / "train_log.jsonl").read_text().splitlines()]
     steps = [r for r in log if "num_tokens" in r and "t" in r]

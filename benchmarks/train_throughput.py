@@ -35,18 +35,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, machine, matmul_peak_gflops, need_shared, peak_rss_mib  # noqa: E402
-
-RECIPE = """\
-model: {{name: smollm2-135m-instruct}}
-method: {method}
-data:
-  datasets: [{{name: gsm8k, path: "{data}", limit: {examples}}}]
-  max_length: {max_length}
-train: {{max_steps: {steps}, batch_size: {batch}, grad_accum: {accum}, lr: {lr}, save_steps: 100000,
-        logging_steps: 1, warmup_ratio: 0.0, scheduler: linear}}
-output: {{dir: "{out}"}}
-"""
+from common import GSM8K_RECIPE, METHODS, REPO, machine, matmul_peak_gflops, need_shared, peak_rss_mib  # noqa: E402
 
 
 def flops_per_token(model, method: str, seq: float, head_fraction: float = 1.0, k: int = 2) -> float:
@@ -99,9 +88,8 @@ def run_pair(method: str, args, work: Path) -> dict:
     base = resolve_model("smollm2-135m-instruct")
     data = need_shared("gsm8k/train.jsonl")
     steps = args.examples // (args.batch * args.grad_accum)
-    method_yaml = "{name: lora, r: 16, alpha: 32}" if method == "lora" else "{name: freeze, layers: 2}"
     recipe = work / f"{method}.yaml"
-    recipe.write_text(RECIPE.format(method=method_yaml, data=data, examples=args.examples, steps=steps,
+    recipe.write_text(GSM8K_RECIPE.format(method=METHODS[method], data=data, examples=args.examples, steps=steps,
                                     batch=args.batch, accum=args.grad_accum, lr=args.lr,
                                     max_length=args.max_length, out=work / f"ft_{method}"))
     peaks = {"finetune": [matmul_peak_gflops()]}

@@ -25,12 +25,11 @@ from finetune.model import load_base, resolve_model
 from finetune.recipe import Recipe, dump_recipe
 
 
-def sft_config(recipe: Recipe, run_dir: Path, checkpointing: bool | None = None):
+def sft_config(recipe: Recipe, run_dir: Path, checkpointing: bool):
     """TRL's config from the recipe; `checkpointing` is train.gradient_checkpointing with `auto` decided."""
     from trl import SFTConfig
 
     t, on_gpu = recipe.train, torch.cuda.is_available()
-    checkpointing = bool(t.gradient_checkpointing) if checkpointing is None else checkpointing
     return SFTConfig(
         output_dir=str(run_dir / "checkpoints"),
         max_steps=t.max_steps, num_train_epochs=t.epochs,
@@ -174,7 +173,8 @@ def _train(recipe: Recipe, run_dir: Path, resuming: bool):
                 "dataset_fingerprint": bundle.fingerprint, "data_stats": data_stats, "train_examples": len(bundle.train),
                 "val_examples": len(bundle.val) if bundle.val is not None else 0,
                 "toolkit_commit": rundir.toolkit_commit(), "versions": rundir.versions(), "trainable": table,
-                "memory_estimate_bytes": est, "gradient_checkpointing": checkpointing, "wall_times": {"data_s": round(time.time() - t_data, 2)}}
+                "memory_estimate_bytes": est, "gradient_checkpointing": checkpointing,
+                "wall_times": {"data_s": round(time.time() - t_data, 2)}}
     rundir.write_json(run_dir / "manifest.json", manifest)
 
     t_train = time.time()
