@@ -25,7 +25,8 @@ train: {{max_steps: {steps}, batch_size: {batch}, grad_accum: {accum}, lr: {lr},
         logging_steps: 1, warmup_ratio: 0.0, scheduler: linear}}
 output: {{dir: "{out}", overwrite: true}}
 """
-METHODS = {"lora": "{name: lora, r: 16, alpha: 32}", "freeze": "{name: freeze, layers: 2}"}
+LORA_R = 16
+METHODS = {"lora": f"{{name: lora, r: {LORA_R}, alpha: {2 * LORA_R}}}", "freeze": "{name: freeze, layers: 2}"}
 
 
 def need_shared(rel: str) -> Path:

@@ -42,12 +42,14 @@ def segment_sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, position_ids=position_ids, **kwargs)
     bounds = segment_bounds(position_ids)
+    sizes = [e - s for s, e in zip(bounds[:-1], bounds[1:])]
     gqa = query.shape[1] != key.shape[1]
+    # split, not slices: a slice's backward zero-fills a full-size gradient for every example
     parts = [torch.nn.functional.scaled_dot_product_attention(
-        query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], dropout_p=dropout, scale=scaling, is_causal=True,
-        enable_gqa=gqa) for s, e in zip(bounds[:-1], bounds[1:])]
-    out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
-    return out.transpose(1, 2).contiguous(), None
+        q, k, v, dropout_p=dropout, scale=scaling, is_causal=True, enable_gqa=gqa).transpose(1, 2)
+        for q, k, v in zip(*(t.split(sizes, dim=2) for t in (query, key, value)))]
+    # (batch, seq, heads, head_dim), laid out contiguously by the one copy the cat makes
+    return (parts[0].contiguous() if len(parts) == 1 else torch.cat(parts, dim=1)), None
 
 
 @contextmanager

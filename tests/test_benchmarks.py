@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCH))
@@ -21,8 +22,12 @@ def test_flops_per_token_orders_methods():
     from finetune.testing import tiny_model
     model = tiny_model(layers=8)
     full, lora, freeze = (flops_per_token(model, m, seq=64) for m in ("full", "lora", "freeze"))
-    assert full == pytest.approx(1.5 * lora)   # 3 x forward vs 2 x forward
-    assert freeze < lora < full                # backward through 2 of 8 blocks only
+    base_only = flops_per_token(model, "lora", seq=64, lora_r=0)
+    assert full == pytest.approx(1.5 * base_only)   # 3 x forward vs 2 x forward
+    linears = [m for m in model.model.layers.modules() if isinstance(m, torch.nn.Linear)]
+    adapters = 6 * 16 * sum(m.in_features + m.out_features for m in linears)  # 2 products, fwd + 2 in bwd
+    assert lora == pytest.approx(base_only + adapters)
+    assert freeze < base_only < full           # backward through 2 of 8 blocks only
 
 
 def test_matmul_peak_is_positive_and_plausible():
