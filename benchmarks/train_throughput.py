@@ -43,18 +43,16 @@ from common import GSM8K_RECIPE, LORA_R, METHODS, REPO, machine, matmul_peak_gfl
 def flops_per_token(model, method: str, seq: float, head_fraction: float = 1.0, k: int = 2,
                     lora_r: int = LORA_R) -> float:
     blocks = model.model.layers
-    linears = [m for m in blocks.modules() if isinstance(m, torch.nn.Linear)]
-    linear = lambda mods: sum(m.weight.numel() for mod in mods for m in mod.modules()  # noqa: E731
-                              if isinstance(m, torch.nn.Linear))
-    n, h = linear(blocks), model.lm_head.weight.numel() * head_fraction
+    linears = lambda mods: [m for m in mods.modules() if isinstance(m, torch.nn.Linear)]  # noqa: E731
+    n, h = sum(m.weight.numel() for m in linears(blocks)), model.lm_head.weight.numel() * head_fraction
     d, layers = model.config.hidden_size, len(blocks)
     attn = 2 * layers * seq * d
     fwd = 2 * n + 2 * h + attn
     if method == "full":
         return 3 * fwd
     if method == "lora":
-        return 2 * fwd + 6 * lora_r * sum(m.in_features + m.out_features for m in linears)
-    n_k = linear(blocks[-k:])
+        return 2 * fwd + 6 * lora_r * sum(m.in_features + m.out_features for m in linears(blocks))
+    n_k = sum(m.weight.numel() for m in linears(blocks[-k:]))
     return fwd + 2 * h + 2 * (2 * n_k + 2 * k * seq * d)
 
 

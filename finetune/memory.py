@@ -44,8 +44,8 @@ def use_checkpointing(model, recipe, available: float) -> bool:
     return estimate(model, recipe, checkpointing=False)["total"] > AUTO_FRACTION * available
 
 
-def estimate(model, recipe, checkpointing: bool | None = None) -> dict:
-    """Bytes per part; `checkpointing` defaults to the recipe's setting (`auto` counted as on)."""
+def estimate(model, recipe, checkpointing: bool) -> dict:
+    """Bytes per part; `checkpointing` is train.gradient_checkpointing with `auto` decided (use_checkpointing)."""
     cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     h = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd")
     heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head")
@@ -60,8 +60,6 @@ def estimate(model, recipe, checkpointing: bool | None = None) -> dict:
     b, s = recipe.train.batch_size, recipe.data.max_length
     layers = _blocks_in_backward(model, recipe.method)
     per_block = b * s * (34 * h + 5 * heads * s) * bytes_w / 2
-    if checkpointing is None:
-        checkpointing = bool(recipe.train.gradient_checkpointing)
     if checkpointing:
         recomputed = -(-layers // recipe.train.checkpoint_every)  # every n-th block, the first included
         act = recomputed * b * s * h * bytes_w + (layers - recomputed) * per_block + per_block

@@ -47,14 +47,14 @@ assert t.chat_template
 def test_memory_estimate_counts_and_refuses(write_recipe):
     recipe = load_recipe(write_recipe(TINY_RECIPE))
     model = apply_method(tiny_model(), recipe.method)
-    est = estimate(model, recipe)
+    est = estimate(model, recipe, checkpointing=True)
     assert est["weights"] == 4 * (81_088 + 8_192)  # fp32 base + LoRA r=4
     assert est["optimizer"] == 8 * 8_192 and est["gradients"] == 4 * 8_192
     assert est["total"] == sum(v for k, v in est.items() if k != "total")
     with pytest.raises(MemoryEstimateError, match=r"needs about .* GiB but only 0.0 GiB .*Lower train.batch_size"):
         check_fits(est, 1000.0, "available RAM", recipe)
     big = load_recipe(write_recipe(TINY_RECIPE), ["train.batch_size=64", "data.max_length=4096"])
-    assert estimate(model, big)["activations"] > 100 * est["activations"]
+    assert estimate(model, big, checkpointing=True)["activations"] > 100 * est["activations"]
 
 
 def test_auto_checkpointing_only_where_memory_asks(write_recipe):
