@@ -144,6 +144,13 @@ def main(argv=None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except (Exception, RecursionError, MemoryError) as e:  # a bug of ours: one line, not a traceback
+        if args.debug:
+            raise
+        command = " ".join(["finetune", *(argv if argv is not None else sys.argv[1:])])
+        print(f"error: internal error in `{command[:300]}`: {type(e).__name__}: {str(e)[:500]} (this is a bug "
+              "in finetune: rerun with --debug for the traceback and please report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

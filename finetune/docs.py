@@ -21,7 +21,13 @@ def _rows(cls, prefix=""):
             yield f"{prefix}{f.name}", "a list of dataset entries (keys below)", "[]", f.metadata.get("help", "")
             yield from _rows(DatasetSpec, f"{prefix}{f.name}[].")
             continue
-        yield f"{prefix}{f.name}", _describe(f.type), repr(default), f.metadata.get("help", "")
+        yield f"{prefix}{f.name}", _describe(f.type) + _bounds(f.metadata), repr(default), f.metadata.get("help", "")
+
+
+def _bounds(meta: dict) -> str:
+    low = f"> {meta['gt']}" if meta.get("gt") is not None else (f">= {meta['min']:,}" if "min" in meta else "")
+    high = f"<= {meta['max']:,}" if "max" in meta else ""
+    return f", {' and '.join(b for b in (low, high) if b)}" if low or high else ""
 
 
 def schema_reference() -> str:

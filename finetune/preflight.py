@@ -8,6 +8,7 @@ every problem listed instead of after a model load.
 """
 
 import os
+import tempfile
 from pathlib import Path
 
 from finetune.data.errors import DataError
@@ -20,13 +21,23 @@ from finetune.schema import RecipeError
 
 
 def _unwritable(path: Path) -> str | None:
-    """Why the run directory cannot be created or written, if it cannot."""
-    p = path.resolve()
-    while not p.exists():
-        p = p.parent
-    if not p.is_dir():
-        return f"{p} is a file, not a folder"
-    return None if os.access(p, os.W_OK | os.X_OK) else f"{p} is not writable"
+    """Why the run directory cannot be created or written, if it cannot.
+
+    The nearest existing folder is probed by creating (and removing) a temporary folder
+    in it: permission bits say nothing for root, and read-only or virtual filesystems
+    (/proc, /sys) refuse what os.access allows.
+    """
+    p = path
+    try:
+        p = path.resolve()
+        while not p.exists():
+            p = p.parent
+        if not p.is_dir():
+            return f"{p} is a file, not a folder"
+        os.rmdir(tempfile.mkdtemp(prefix=".finetune-probe-", dir=p))
+    except (OSError, ValueError) as e:
+        return f"{p} cannot be written ({getattr(e, 'strerror', None) or e})"
+    return None
 
 
 def problems(recipe: Recipe) -> list[tuple[str, str]]:

@@ -18,11 +18,11 @@ saved in each run directory.
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from finetune.resources import resource_dir
+from finetune.yamlfile import read_text, read_yaml_file
 
 WRAPS = ("chat", "raw")
+KEYS = ("wrap", "user", "system", "exemplars", "exemplar", "description")  # every key a template file may have
 
 
 class TemplateError(ValueError):
@@ -53,38 +53,51 @@ def load_template(name_or_path: str) -> Template:
     if not path.is_file():
         raise TemplateError(f"unknown prompt template {name_or_path!r}; accepted: a YAML file path or one of "
                             f"{', '.join(available_templates())}")
-    source = path.read_text(encoding="utf-8")
-    spec = yaml.safe_load(source) or {}
-    allowed = {"wrap", "user", "system", "exemplars", "exemplar", "description"}
-    unknown = set(spec) - allowed
-    if unknown:
-        raise TemplateError(f"{path}: unknown key(s) {sorted(unknown)}; accepted: {sorted(allowed)}")
-    if spec.get("wrap", "chat") not in WRAPS:
-        raise TemplateError(f"{path}: wrap must be one of {WRAPS}, got {spec.get('wrap')!r}")
-    if "{prompt}" not in spec.get("user", "{prompt}"):
-        raise TemplateError(f"{path}: 'user' must contain the placeholder {{prompt}}")
+    spec, source = _read_spec(path)
     exemplars = None
     if spec.get("exemplars"):
         ex_path = (path.parent / spec["exemplars"])
         if not ex_path.is_file():
             raise TemplateError(f"{path}: exemplars file {ex_path} does not exist")
-        exemplars = _read_exemplars(ex_path, spec.get("exemplar", "Q: {question}\nA: {target}"), path)
-    return Template(name=path.stem, wrap=spec.get("wrap", "chat"), user=spec.get("user", "{prompt}"),
+        exemplars = _read_exemplars(ex_path, spec.get("exemplar") or "Q: {question}\nA: {target}", path)
+    return Template(name=path.stem, wrap=spec.get("wrap", "chat"), user=spec.get("user") or "{prompt}",
                     system=spec.get("system"), exemplars=exemplars, source=source)
 
 
+def _read_spec(path: Path) -> tuple[dict, str]:
+    """The checked keys of a template file and its text."""
+    spec, _, source = read_yaml_file(path, error=TemplateError)
+    spec = {} if spec is None else spec
+    if not isinstance(spec, dict):
+        raise TemplateError(f"{path}: a template is a mapping of keys ({', '.join(sorted(KEYS))}), got "
+                            f"{type(spec).__name__}")
+    unknown = set(spec) - set(KEYS)
+    if unknown:
+        raise TemplateError(f"{path}: unknown key(s) {sorted(unknown)}; accepted: {sorted(KEYS)}")
+    wrong = [k for k, v in spec.items() if v is not None and not isinstance(v, str)]
+    if wrong:
+        raise TemplateError(f"{path}: {wrong[0]}: expected text, got {type(spec[wrong[0]]).__name__}")
+    if spec.get("wrap", "chat") not in WRAPS:
+        raise TemplateError(f"{path}: wrap must be one of {WRAPS}, got {spec.get('wrap')!r}")
+    if "{prompt}" not in (spec.get("user") or "{prompt}"):
+        raise TemplateError(f"{path}: 'user' must contain the placeholder {{prompt}}")
+    return spec, source
+
+
 def _read_exemplars(ex_path: Path, layout: str, template_path: Path) -> str:
-    text = ex_path.read_text(encoding="utf-8")
     if ex_path.suffix not in (".yaml", ".yml"):
-        return text
-    docs = yaml.safe_load(text)
-    if not isinstance(docs, list) or not all(isinstance(d, dict) for d in docs):
+        return read_text(ex_path, error=TemplateError)
+    docs, _, _ = read_yaml_file(ex_path, error=TemplateError)
+    if not isinstance(docs, list) or not docs or not all(isinstance(d, dict) for d in docs):
         raise TemplateError(f"{ex_path}: expected a YAML list of exemplar docs such as {{question, target}}")
     try:
         return "\n\n".join(layout.format(**d) for d in docs)
     except KeyError as e:
         raise TemplateError(f"{template_path}: exemplar: placeholder {e} is not a key of the docs in "
                             f"{ex_path}; their keys: {', '.join(docs[0])}") from None
+    except (ValueError, IndexError, AttributeError) as e:  # '{0}', '{x.y}' or an unbalanced '{' in the layout
+        raise TemplateError(f"{template_path}: exemplar: {layout!r} is not a layout of {{field}} "
+                            f"placeholders ({e})") from None
 
 
 def _apply(template: Template, tokenizer, messages: list[dict], add_generation_prompt: bool) -> str:

@@ -12,6 +12,7 @@ overrides (`train.max_steps=20`) go through the same checks. No torch import her
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Union
@@ -19,6 +20,26 @@ from typing import Literal, Union
 import yaml
 
 from finetune.schema import RecipeError, build, parse_overrides
+from finetune.yamlfile import read_text
+
+
+def _check_targets(value) -> str | None:
+    names = [value] if isinstance(value, str) else value
+    if not names:
+        return "an empty list adapts nothing; use 'all-linear' or module names such as [q_proj, v_proj]"
+    if not all(n.strip() for n in names):
+        return "a module name is empty; use 'all-linear' or module names such as [q_proj, v_proj]"
+    return None
+
+
+def _check_source(value) -> str | None:
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", value)
+    if not value.strip():
+        return "empty; give 'builtin:<generator>', a hub id, an http(s) URL or a local file"
+    if scheme and scheme.group(1).lower() not in ("http", "https"):
+        return (f"the URL scheme '{scheme.group(1)}://' is not read; accepted: http(s) URLs, local paths "
+                "(write file:///x/y.jsonl as /x/y.jsonl), hub ids, builtin:<generator>")
+    return None
 
 
 def _f(default, help: str, **kw):
@@ -42,13 +63,14 @@ class ModelConfig:
 class MethodConfig:
     name: Literal["lora", "freeze", "full"] = _f("lora", "lora: PEFT adapters; freeze: train only some "
                                                  "blocks; full: every weight.")
-    r: int = _f(16, "LoRA rank.", min=1, aliases=["lora_r", "rank"])
+    r: int = _f(16, "LoRA rank.", min=1, max=4096, aliases=["lora_r", "rank"])
     alpha: int = _f(32, "LoRA alpha (scale = alpha / r).", min=1, aliases=["lora_alpha"])
     dropout: float = _f(0.0, "LoRA dropout (0 skips the dropout op: faster, less memory).", min=0.0, max=0.99, aliases=["lora_dropout"])
     target_modules: Union[str, list[str]] = _f("all-linear", "LoRA targets: 'all-linear' or module names "
-                                               "such as [q_proj, v_proj].")
+                                               "such as [q_proj, v_proj].", check=_check_targets)
     use_dora: bool = _f(False, "Weight-decomposed LoRA (DoRA).")
-    layers: int = _f(2, "freeze: train the last N transformer blocks (-N: the first N).")
+    layers: int = _f(2, "freeze: train the last N transformer blocks (-N: the first N).", min=-100_000,
+                     max=100_000)
     extra_modules: list[str] = _f([], "freeze: extra modules to train, e.g. [norm, lm_head] "
                                   "(the final norm, the output head).")
 
@@ -60,12 +82,13 @@ class DatasetSpec:
     format: Literal["alpaca", "messages", "prompt_completion", "cot", "text"] | None = _f(
         None, "How rows are read; required for inline datasets.")
     source: str | None = _f(None, "'builtin:<generator>', a hub id, an http(s) URL, or a local "
-                            ".jsonl/.json/.csv/.tsv/.parquet file.")
+                            ".jsonl/.json/.csv/.tsv/.parquet file.", check=_check_source)
     config: str | None = _f(None, "Hub dataset config (subset) name.")
     split: str = _f("train", "Split to read.")
     columns: dict[str, str] = _f({}, "Column map: format field -> the file's column name.")
     answer_format: str = _f("#### {answer}", "cot: how the final answer is written; eval extracts it the same way.")
-    weight: float = _f(1.0, "Mixture weight: use each row this many times (0.5: a random half, 2: twice).", min=0.0)
+    weight: float = _f(1.0, "Mixture weight: use each row this many times (0.5: a random half, 2: twice).", gt=0.0,
+                      max=1000.0)
     limit: int | None = _f(None, "Use at most the first N rows.", min=1)
     path: str | None = _f(None, "Data-path override: read this local file (or, for a definition with `local:`, "
                           "this folder) instead of `source`.")
@@ -80,7 +103,7 @@ class DatasetSpec:
 class DataConfig:
     datasets: list[DatasetSpec] = _f([], "Training datasets (a mixture when several).", required=True)
     template: str = _f("chat", "Prompt template from prompts/ (or a path); eval uses the same one.")
-    max_length: int = _f(512, "Truncate examples to this many tokens.", min=8)
+    max_length: int = _f(512, "Truncate examples to this many tokens.", min=8, max=1 << 20)
     val_size: int = _f(0, "Hold out this many examples as a validation split.", min=0)
     train_on_prompt: bool = _f(False, "Train on prompt tokens too (default: completion tokens only).")
     cot_loss: Literal["full", "answer_only"] = _f("full", "cot: train the rationale and answer (full) or only the "
@@ -91,26 +114,28 @@ class DataConfig:
     skip_invalid_rows: bool = _f(False, "Skip and count bad rows instead of stopping at the first.")
     data_dir: str | None = _f(None, "Folder of local dataset copies (laid out like data/*.yaml `local:` paths); "
                               "default $FINETUNE_DATA_DIR.")
-    num_proc: int | None = _f(None, "Tokenization processes (default: up to 4 from 2,000 rows, else 1).", min=1)
+    num_proc: int | None = _f(None, "Tokenization processes (default: up to 4 from 2,000 rows, else 1).", min=1,
+                                max=256)
 
 
 @dataclass
 class TrainConfig:
     max_steps: int = _f(-1, "Optimizer steps; -1 means use `epochs`.", min=-1)
-    epochs: float = _f(1.0, "Passes over the data (when max_steps is -1).", min=0.0,
+    epochs: float = _f(1.0, "Passes over the data (when max_steps is -1).", min=0.0, max=10_000.0,
                        aliases=["num_train_epochs", "num_epochs"])
     batch_size: int = _f(4, "Examples per device per micro-batch.", min=1,
                         aliases=["per_device_train_batch_size", "micro_batch_size"])
     grad_accum: int = _f(1, "Micro-batches per optimizer step.", min=1,
                         aliases=["gradient_accumulation_steps"])
-    lr: float = _f(2e-4, "Peak learning rate.", min=0.0, max=1.0,
+    lr: float = _f(2e-4, "Peak learning rate.", gt=0.0, max=1.0,
                    aliases=["learning_rate"])
     scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = _f("cosine", "LR schedule.",
                                                                                  aliases=["lr_scheduler_type", "lr_scheduler"])
     warmup_ratio: float = _f(0.05, "Fraction of steps spent warming up the learning rate.", min=0.0, max=1.0)
-    weight_decay: float = _f(0.0, "AdamW weight decay.", min=0.0)
-    max_grad_norm: float = _f(1.0, "Gradient clipping norm (0 disables).", min=0.0)
-    seed: int = _f(42, "Seed for data order, initialisation and dropout.")
+    weight_decay: float = _f(0.0, "AdamW weight decay.", min=0.0, max=10.0)
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm (0 disables).", min=0.0, max=1e6)
+    seed: int = _f(42, "Seed for data order, initialisation and dropout (numpy takes 0 .. 2**32 - 1).", min=0,
+                   max=2**32 - 1)
     save_steps: int = _f(50, "Write a checkpoint every N steps.", min=1)
     logging_steps: int = _f(5, "Log the loss every N steps.", min=1)
     gradient_checkpointing: bool | Literal["auto"] = _f(
@@ -170,14 +195,7 @@ class Recipe:
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     """Parse, check and return a recipe; raises RecipeError listing every problem."""
     path = Path(path)
-    if not path.is_file():
-        raise RecipeError([f"{path}: recipe file not found" + (" (it is a folder)" if path.is_dir() else "")])
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise RecipeError([f"{path}:{line}: not valid UTF-8 text (byte {e.start}); save the recipe as UTF-8"]) from None
+    text = read_text(path, error=lambda message: RecipeError([message]), what="recipe file")
     recipe = build(Recipe, text, str(path), parse_overrides(overrides))
     recipe.source_path = str(path)
     problems = cross_checks(recipe)

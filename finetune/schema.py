@@ -2,7 +2,9 @@
 
 Generic over any dataclass tree (recipes, dataset definitions): unknown keys get the
 closest valid key as a suggestion, types and choices are checked, numeric bounds come
-from field metadata (`min`, `max`), and every problem is collected before raising once.
+from field metadata (`min`, `max`, `gt`; an integer without `max` is capped at INT_MAX), a
+field's own rule from `check` (value -> problem or None), and every problem is collected
+before raising once. The YAML itself is read by `finetune.yamlfile` (bounded, plain values).
 """
 
 import dataclasses
@@ -12,7 +14,7 @@ import types
 import typing
 from typing import Any, Literal, Union
 
-import yaml
+from finetune.yamlfile import load_yaml
 
 
 class RecipeError(ValueError):
@@ -44,35 +46,8 @@ class _Ctx:
 
 
 def _compose(text: str, filename: str) -> tuple[Any, dict[str, int]]:
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise RecipeError([f"{filename}{line}: not valid YAML: {getattr(e, 'problem', e)}"]) from None
-    lines: dict[str, int] = {}
-
-    def walk(n, path):
-        if isinstance(n, yaml.MappingNode):
-            out = {}
-            for k, v in n.value:
-                key = loader.construct_object(k, deep=True)
-                sub = f"{path}.{key}" if path else str(key)
-                lines[sub] = k.start_mark.line + 1
-                if key in out:
-                    raise RecipeError([f"{filename}:{k.start_mark.line + 1}: {sub}: key given twice"])
-                out[key] = walk(v, sub)
-            return out
-        if isinstance(n, yaml.SequenceNode):
-            res = []
-            for i, v in enumerate(n.value):
-                lines[f"{path}[{i}]"] = v.start_mark.line + 1
-                res.append(walk(v, f"{path}[{i}]"))
-            return res
-        return loader.construct_object(n, deep=True)
-
-    return (walk(node, "") if node is not None else {}), lines
+    value, lines = load_yaml(text, filename, error=lambda message: RecipeError([message]))
+    return ({} if value is None else value), lines
 
 
 def parse_overrides(items) -> list[tuple[str, Any, str]]:
@@ -83,9 +58,9 @@ def parse_overrides(items) -> list[tuple[str, Any, str]]:
         if not eq or not key.strip():
             raise RecipeError([f"command-line override {item!r}: expected KEY=VALUE, e.g. train.max_steps=20"])
         try:
-            parsed = yaml.safe_load(value) if value.strip() else None
-        except yaml.YAMLError:
-            parsed = value
+            parsed = load_yaml(value, "", error=ValueError)[0] if value.strip() else None
+        except ValueError:
+            parsed = value  # not YAML on its own (e.g. 'a: b'): the text as given
         out.append((key.strip(), parsed, f"command-line override {item!r}"))
     return out
 
@@ -183,7 +158,11 @@ def _build_dc(cls, raw, path: str, ctx: _Ctx):
             elif dataclasses.is_dataclass(f.type):
                 kwargs[name] = _build_dc(f.type, {}, sub, ctx)  # a missing section may hold required keys
             continue
+        before = len(ctx.problems)
         kwargs[name] = _check(f.type, raw[name], sub, ctx, f.metadata)
+        problem = len(ctx.problems) == before and f.metadata.get("check") and f.metadata["check"](kwargs[name])
+        if problem:  # a field's own rule, once its type is right
+            ctx.add(sub, problem)
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:  # a __post_init__ check
@@ -204,23 +183,23 @@ def _check(tp, value, path: str, ctx: _Ctx, meta: dict):
                 return result
         if len(arms) == 1:
             return _check(arms[0], value, path, ctx, meta)
-        ctx.add(path, f"expected {_describe(tp)}, got {_tname(value)} {value!r}")
+        ctx.add(path, f"expected {_describe(tp)}, got {_tname(value)} {_short(value)}")
         return None
     if origin is Literal:
         if value not in args:
-            ctx.add(path, f"invalid choice {value!r}; accepted: {', '.join(map(str, args))}")
+            ctx.add(path, f"invalid choice {_short(value)}; accepted: {', '.join(map(str, args))}")
         return value
     if dataclasses.is_dataclass(tp):
         return _build_dc(tp, value, path, ctx)
     if origin is list:
         if not isinstance(value, list):
-            ctx.add(path, f"expected a list of {_describe(args[0])}, got {_tname(value)} {value!r}")
+            ctx.add(path, f"expected a list of {_describe(args[0])}, got {_tname(value)} {_short(value)}")
             return []
         return [_check(args[0], v, f"{path}[{i}]", ctx, meta) for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                                   for k, v in value.items()):
-            ctx.add(path, f"expected a mapping of text to text, got {value!r}")
+            ctx.add(path, f"expected a mapping of text to text, got {_short(value)}")
             return {}
         return dict(value)
     return _check_scalar(tp, value, path, ctx, meta)
@@ -228,6 +207,10 @@ def _check(tp, value, path: str, ctx: _Ctx, meta: dict):
 
 # YAML 1.1 (PyYAML) reads `2e-4` (no dot) as text; a number field takes it as the number meant.
 _EXP_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
+# An integer key with no `max` of its own: nothing the tool counts comes near 2**31.
+INT_MAX = 2**31 - 1
 
 
 def _check_scalar(tp, value, path, ctx, meta):
@@ -238,18 +221,40 @@ def _check_scalar(tp, value, path, ctx, meta):
           isinstance(value, (int, float)) and not isinstance(value, bool) if tp is float else
           isinstance(value, str) if tp is str else True)
     if not ok:
-        ctx.add(path, f"expected {_describe(tp)}, got {_tname(value)} {value!r}")
+        ctx.add(path, f"expected {_describe(tp)}, got {_tname(value)} {_short(value)}")
         return value
     if tp is float:
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond float range
+            value = float("inf")
         if value != value or value in (float("inf"), float("-inf")):
-            ctx.add(path, f"expected a finite number, got {value}")
-    lo, hi = meta.get("min"), meta.get("max")
-    if tp in (int, float) and lo is not None and value < lo:
-        ctx.add(path, f"must be >= {lo}, got {value}")
-    if tp in (int, float) and hi is not None and value > hi:
-        ctx.add(path, f"must be <= {hi}, got {value}")
+            ctx.add(path, f"expected a finite number, got {_short(value)}")
+            return value
+    if tp is str and "\0" in value:
+        ctx.add(path, "text contains a NUL character (\\0)")
+    if tp in (int, float):
+        _check_bounds(tp, value, path, ctx, meta)
     return value
+
+
+def _check_bounds(tp, value, path, ctx, meta):
+    lo, hi = meta.get("min"), meta.get("max", INT_MAX if tp is int else None)
+    if meta.get("gt") is not None and value <= meta["gt"]:
+        ctx.add(path, f"must be > {meta['gt']}, got {_short(value)}")
+    elif lo is not None and value < lo:
+        ctx.add(path, f"must be >= {lo}, got {_short(value)}")
+    elif hi is not None and value > hi:
+        ctx.add(path, f"must be <= {hi:,}, got {_short(value)}" if tp is int else
+                f"must be <= {hi}, got {_short(value)}")
+
+
+def _short(value, limit: int = 60) -> str:
+    try:
+        text = repr(value)
+    except ValueError:  # an int past Python's digit limit for str()
+        text = "(a number with thousands of digits)"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _describe(tp) -> str:

@@ -55,7 +55,7 @@ def test_all_problems_reported_together(tmp_path):
     assert f"{path}:2: model.dtyp: unknown key; did you mean 'model.dtype'?" in msg
     assert f"{path}:4: method.name: invalid choice 'lorra'; accepted: lora, freeze, full" in msg
     assert f"{path}:5: method.r: expected an integer, got text 'sixteen'" in msg
-    assert f"{path}:7: train.lr: must be >= 0.0, got -1.0" in msg
+    assert f"{path}:7: train.lr: must be > 0.0, got -1.0" in msg
     assert f"{path}:11: data.datasets[0].limt: unknown key; did you mean 'data.datasets[0].limit'?" in msg
 
 

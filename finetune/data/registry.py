@@ -21,6 +21,7 @@ from finetune.data.formats import FORMATS
 from finetune.recipe import DatasetSpec
 from finetune.resources import resource_dir
 from finetune.schema import RecipeError, build
+from finetune.yamlfile import read_text
 
 DATA_ENV = "FINETUNE_DATA_DIR"
 
@@ -42,7 +43,7 @@ def registered_names() -> list[str]:
 def load_entry(path: Path) -> RegistryEntry:
     """Parse one definition file strictly (unknown keys, types, choices), with file:line errors."""
     try:
-        entry = build(RegistryEntry, path.read_text(encoding="utf-8"), str(path))
+        entry = build(RegistryEntry, read_text(path, error=lambda m: RecipeError([m])), str(path))
     except RecipeError as e:
         raise DataError(str(e)) from None
     problems = []

@@ -5,9 +5,10 @@ Validation collects every problem in a file, then raises one `TaskError` that na
 file, the line, the key and what is accepted.
 """
 
+import re
 from pathlib import Path
 
-import yaml
+from finetune.yamlfile import read_yaml_file
 
 OUTPUT_TYPES = ("generate_until", "multiple_choice", "loglikelihood_rolling")
 METRICS = {  # metric -> output types it applies to
@@ -15,9 +16,9 @@ METRICS = {  # metric -> output types it applies to
     "acc": ("multiple_choice",), "acc_norm": ("multiple_choice",), "acc_centered": ("multiple_choice",),
     "perplexity": ("loglikelihood_rolling",), "bits_per_byte": ("loglikelihood_rolling",),
 }
-FILTER_FUNCTIONS = {  # function -> its accepted arguments
-    "answer_format": {"format"}, "last_number": set(), "regex": {"pattern", "group_select"},
-    "take_first": set(), "take_first_k": {"k"}, "majority_vote": set(),
+FILTER_FUNCTIONS = {  # function -> its accepted arguments and their types
+    "answer_format": {"format": str}, "last_number": {}, "regex": {"pattern": str, "group_select": int},
+    "take_first": {}, "take_first_k": {"k": int}, "majority_vote": {},
 }
 SCHEMA = {
     "task": str, "description": str, "include": str, "metadata": dict,
@@ -30,6 +31,11 @@ SCHEMA = {
     "generation_kwargs": {"until": list, "max_new_tokens": int, "temperature": (int, float), "top_p": (int, float)},
     "repeats": int, "filter_list": list, "metric_list": list,
 }
+BOUNDS = {  # numeric key -> (lowest, highest) accepted; an interval open at 0 is written (0, ...) with "gt"
+    "dataset.limit": (1, 2**31 - 1), "fewshot.num": (0, 256), "fewshot.seed": (0, 2**32 - 1),
+    "generation_kwargs.max_new_tokens": (1, 1 << 16), "generation_kwargs.temperature": (0, 100),
+    "generation_kwargs.top_p": ("gt", 0, 1), "repeats": (1, 1000),
+}
 
 
 class TaskError(ValueError):
@@ -38,27 +44,11 @@ class TaskError(ValueError):
 
 def _compose(path: Path) -> tuple[dict, dict[str, str]]:
     """(mapping, {dotted key: "file:line"}) for one YAML file."""
-    text = path.read_text(encoding="utf-8")
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise TaskError(f"{path}{f':{mark.line + 1}' if mark else ''}: not valid YAML: "
-                        f"{getattr(e, 'problem', e)}") from None
-    data = yaml.safe_load(text) or {}
+    data, lines, _ = read_yaml_file(path, error=TaskError)
+    data = {} if data is None else data
     if not isinstance(data, dict):
         raise TaskError(f"{path}: a task file must be a mapping of keys, got {type(data).__name__}")
-    lines: dict[str, str] = {}
-
-    def walk(n, prefix):
-        if isinstance(n, yaml.MappingNode):
-            for k, v in n.value:
-                key = f"{prefix}.{k.value}" if prefix else str(k.value)
-                lines[key] = f"{path}:{k.start_mark.line + 1}"
-                walk(v, key)
-
-    walk(node, "")
-    return data, lines
+    return data, {key: f"{path}:{line}" for key, line in lines.items()}
 
 
 def _merge(base: dict, child: dict) -> dict:
@@ -108,7 +98,23 @@ def _check_keys(spec: dict, schema: dict, prefix: str, where, problems: list):
             else:
                 _check_keys(value, tp, dotted + ".", where, problems)
         elif value is not None and (not isinstance(value, tp) or isinstance(value, bool)):
-            problems.append(f"{where(dotted)}: {dotted}: expected {_type_name(tp)}, got {value!r}")
+            problems.append(f"{where(dotted)}: {dotted}: expected {_type_name(tp)}, got {_short(value)}")
+        elif dotted in BOUNDS and value is not None:
+            _check_bound(dotted, value, where, problems)
+
+
+def _check_bound(dotted: str, value, where, problems: list):
+    *gt, lo, hi = BOUNDS[dotted]
+    if value != value or value in (float("inf"), float("-inf")):
+        problems.append(f"{where(dotted)}: {dotted}: expected a finite number, got {value}")
+    elif (value <= lo if gt else value < lo) or value > hi:
+        problems.append(f"{where(dotted)}: {dotted}: must be {'>' if gt else '>='} {lo} and <= {hi:,}, "
+                        f"got {_short(value)}")
+
+
+def _short(value, limit: int = 60) -> str:
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**100 else "(a number of 100+ digits)"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _check_filters(filters: list, where, problems: list):
@@ -118,14 +124,33 @@ def _check_filters(filters: list, where, problems: list):
             continue
         for step in entry["filter"]:
             fn = step.get("function") if isinstance(step, dict) else None
-            if fn not in FILTER_FUNCTIONS:
-                problems.append(f"{where('filter_list')}: filter_list[{i}] ({entry['name']}): unknown filter "
-                                f"function {fn!r}; accepted: {', '.join(FILTER_FUNCTIONS)}")
+            if not isinstance(fn, str) or fn not in FILTER_FUNCTIONS:
+                problems.append(f"{where('filter_list')}: filter_list[{i}] ({_short(entry['name'])}): unknown filter "
+                                f"function {_short(fn)}; accepted: {', '.join(FILTER_FUNCTIONS)}")
                 continue
-            extra = set(step) - {"function"} - FILTER_FUNCTIONS[fn]
-            if extra:
-                problems.append(f"{where('filter_list')}: filter_list[{i}] ({entry['name']}): {fn} does not take "
-                                f"{sorted(extra)}; accepted: {sorted(FILTER_FUNCTIONS[fn]) or 'no arguments'}")
+            args = FILTER_FUNCTIONS[fn]
+            for arg, value in step.items():
+                if arg != "function" and (arg not in args or not isinstance(value, args[arg])
+                                          or isinstance(value, bool)):
+                    accepted = ", ".join(f"{a} ({_type_name(t)})" for a, t in args.items()) or "no arguments"
+                    problems.append(f"{where('filter_list')}: filter_list[{i}] ({_short(entry['name'])}): {fn}: "
+                                    f"{_short(arg)}: {_short(value)} is not accepted; accepted: {accepted}")
+            if fn == "regex" and isinstance(step.get("pattern"), str):
+                try:
+                    re.compile(step["pattern"])
+                except (re.error, RecursionError, OverflowError) as e:
+                    problems.append(f"{where('filter_list')}: filter_list[{i}] ({_short(entry['name'])}): regex: "
+                                    f"pattern {_short(step['pattern'])} is not a valid regular expression ({e})")
+
+
+def _check_text_lists(spec: dict, where, problems: list):
+    """Lists whose items must be text: stop strings and the choices of a multiple-choice task."""
+    for dotted in ("generation_kwargs.until", "doc_to_choice"):
+        head, _, tail = dotted.rpartition(".")
+        parent = spec.get(head) if head else spec
+        value = parent.get(tail) if isinstance(parent, dict) else None
+        if isinstance(value, list) and not all(isinstance(v, str) and v for v in value):
+            problems.append(f"{where(dotted)}: {dotted}: expected a list of non-empty text, got {_short(value)}")
 
 
 def validate(spec: dict, path: Path, lines: dict[str, str]) -> None:
@@ -135,6 +160,7 @@ def validate(spec: dict, path: Path, lines: dict[str, str]) -> None:
 
     problems: list[str] = []
     _check_keys(spec, SCHEMA, "", where, problems)
+    _check_text_lists(spec, where, problems)
     otype = spec.get("output_type")
     if otype not in OUTPUT_TYPES:
         problems.append(f"{where('output_type')}: output_type: got {otype!r}; accepted: {', '.join(OUTPUT_TYPES)}")
@@ -159,9 +185,9 @@ def validate(spec: dict, path: Path, lines: dict[str, str]) -> None:
         _check_filters(spec["filter_list"], where, problems)
     for i, m in enumerate(spec.get("metric_list") or []):
         name = m.get("metric") if isinstance(m, dict) else m
-        if METRICS.get(name) is None or otype not in METRICS[name]:
+        if not isinstance(name, str) or METRICS.get(name) is None or otype not in METRICS[name]:
             ok = [k for k, v in METRICS.items() if otype in v]
-            problems.append(f"{where('metric_list')}: metric_list[{i}]: {name!r} is not a metric for {otype}; "
+            problems.append(f"{where('metric_list')}: metric_list[{i}]: {_short(name)} is not a metric for {otype}; "
                             f"accepted: {', '.join(ok)}")
     if spec.get("task") not in (None, path.stem):
         problems.append(f"{where('task')}: task: {spec['task']!r} must match the file name {path.stem!r}")

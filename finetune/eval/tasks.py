@@ -16,15 +16,17 @@ from functools import lru_cache
 from pathlib import Path
 
 import jinja2
-import yaml
+from jinja2.sandbox import SandboxedEnvironment
 
 from finetune.eval.docs import data_root, load_docs
 from finetune.eval.taskfile import TaskError, read_task_file, validate
 from finetune.resources import resource_dir
+from finetune.yamlfile import read_yaml_file
 
 __all__ = ["Task", "TaskError", "load_task", "available_tasks"]
 
-_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+# Sandboxed: a task file from elsewhere must not reach Python internals through its templates.
+_ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
 DEFAULT_GENERATION = {"until": [], "max_new_tokens": 256, "temperature": 0.0, "top_p": 1.0}
 DEFAULT_METRICS = {"generate_until": ["exact_match"], "multiple_choice": ["acc", "acc_norm"],
                    "loglikelihood_rolling": ["perplexity"]}
@@ -109,7 +111,7 @@ class Task:
             raise TaskError(f"{self.path}: {key}: not set")
         try:
             return _template(source).render(**doc)
-        except jinja2.TemplateError as e:
+        except (jinja2.TemplateError, ArithmeticError, TypeError, ValueError, LookupError) as e:
             raise TaskError(f"{self.path}: {key}: cannot render {source!r}: {e}; "
                             f"the doc's fields are {sorted(doc)}") from None
 
@@ -125,7 +127,7 @@ class Task:
             return [self.render("doc_to_choice", doc, str(c)) for c in spec]
         try:
             value = _expression(spec)(**doc)
-        except jinja2.TemplateError as e:
+        except (jinja2.TemplateError, ArithmeticError, TypeError, ValueError, LookupError) as e:
             raise TaskError(f"{self.path}: doc_to_choice: cannot evaluate {spec!r}: {e}; "
                             f"the doc's fields are {sorted(doc)}") from None
         if not isinstance(value, (list, tuple)):
@@ -155,7 +157,10 @@ class Task:
             if not path.is_file():
                 raise TaskError(f"{self.path}: fewshot.exemplars: file {path} does not exist (a YAML list of docs, "
                                 "relative to prompts/)")
-            self._cache["exemplars"] = yaml.safe_load(path.read_text(encoding="utf-8"))
+            docs, _, _ = read_yaml_file(path, error=TaskError)
+            if not isinstance(docs, list) or not all(isinstance(d, dict) for d in docs):
+                raise TaskError(f"{self.path}: fewshot.exemplars: {path} must be a YAML list of docs (mappings)")
+            self._cache["exemplars"] = docs
         return self._cache["exemplars"]
 
     def _preamble(self) -> str:
@@ -219,4 +224,27 @@ def load_task(name_or_path: str, *, data_path: str | None = None) -> Task:
                         f"one of {', '.join(names)}")
     spec, lines = read_task_file(path)
     validate(spec, path, lines)
+    _compile_templates(spec, lines, path)
     return Task(name=path.stem, path=path.resolve(), spec=spec, data_path=str(data_path) if data_path else None)
+
+
+def _compile_templates(spec: dict, lines: dict[str, str], path: Path) -> None:
+    """Template syntax errors surface when the task loads (`finetune validate`), not after training."""
+    sources = [(k, spec.get(k)) for k in ("doc_to_text", "doc_to_target")]
+    choice = spec.get("doc_to_choice")
+    sources += [("doc_to_choice", c) for c in choice] if isinstance(choice, list) else []
+    sources += [("fewshot.doc_to_target", (spec.get("fewshot") or {}).get("doc_to_target"))]
+    for key, source in sources:
+        if not isinstance(source, str):
+            continue
+        try:
+            _template(source)
+        except jinja2.TemplateSyntaxError as e:
+            where = lines.get(key) or lines.get(key.split(".")[0]) or str(path)
+            raise TaskError(f"{where}: {key}: not a valid template ({e.message}, template line {e.lineno})") from None
+    if isinstance(choice, str):
+        try:
+            _expression(choice)
+        except jinja2.TemplateSyntaxError as e:
+            raise TaskError(f"{lines.get('doc_to_choice', path)}: doc_to_choice: not a valid expression "
+                            f"({e.message})") from None
