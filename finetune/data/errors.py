@@ -28,5 +28,7 @@ def short(value, limit: int = 60) -> str:
 
 
 def describe(value) -> str:
-    """'null', 'integer 5', "list ['a']": what a field held, for 'expected X, got Y' messages."""
-    return "null" if value is None else f"{type_name(value)} {short(value)}"
+    """'null', 'boolean true', 'integer 5', "list ['a']": what a field held, for 'expected X, got Y' messages."""
+    if value is None or isinstance(value, bool):  # as the file spells them: null, true, false
+        return "null" if value is None else f"boolean {str(value).lower()}"
+    return f"{type_name(value)} {short(value)}"

@@ -147,18 +147,26 @@ def _messages(get: _Getter) -> list[dict]:
     turns = get.raw("messages")
     if not isinstance(turns, list) or not turns:
         get.fail("messages", f"a non-empty list of {{{role_key}, {content_key}}} turns", f"got {describe(turns)}")
-    out = []
-    for i, turn in enumerate(turns):
-        at = f"turn {i + 1}"
-        if not isinstance(turn, dict):
-            get.fail("messages", f"{at} to be an object {{{role_key}, {content_key}}}", f"got {describe(turn)}")
-        role, content = turn.get(role_key), turn.get(content_key)
-        if role not in roles:
-            get.fail("messages", f"{at} {role_key!r} to be one of {', '.join(roles)}", f"got {describe(role)}")
-        if not isinstance(content, str):
-            get.fail("messages", f"{at} {content_key!r} to be text", f"got {describe(content)}")
-        out.append({"role": roles[role], "content": content})
+    out = [_turn(get, i, turn, role_key, content_key, roles) for i, turn in enumerate(turns)]
     if not any(t["role"] == "assistant" and t["content"].strip() for t in out):
         get.fail("messages", "at least one assistant turn with text (nothing to train otherwise)",
                  f"got roles {', '.join(t['role'] for t in out)}")
     return out
+
+
+def _turn(get: _Getter, i: int, turn, role_key: str, content_key: str, roles: dict) -> dict:
+    at = f"turn {i + 1}"
+    if not isinstance(turn, dict):
+        get.fail("messages", f"{at} to be an object {{{role_key}, {content_key}}}", f"got {describe(turn)}")
+    for key in (role_key, content_key):
+        if key not in turn:
+            get.fail("messages", f"{at} to have a {key!r}", f"but its keys are {', '.join(map(str, turn)) or '(none)'}")
+    role, content = turn[role_key], turn[content_key]
+    if not isinstance(role, str) or role not in roles:  # (a list or object is not even hashable)
+        get.fail("messages", f"{at} {role_key!r} to be one of {', '.join(roles)}", f"got {describe(role)}")
+    if isinstance(content, list):  # OpenAI-style parts: [{"type": "text", "text": ...}, {"type": "image_url"...}]
+        get.fail("messages", f"{at} {content_key!r} to be text", f"got a list of {len(content)} part(s) "
+                 f"{short(content)}; join text parts into one string (images and other parts are not supported)")
+    if not isinstance(content, str):
+        get.fail("messages", f"{at} {content_key!r} to be text", f"got {describe(content)}")
+    return {"role": roles[role], "content": content}
