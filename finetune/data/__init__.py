@@ -2,6 +2,8 @@
 
     registry.py   data/<name>.yaml definitions, recipe overrides, data-path override, `ls datasets`
     sources.py    rows from local files, URLs, the hub, built-in generators (with row locations)
+    decode.py     file bytes: type from the suffix (.gz/.bz2/.xz too), what a misnamed file really is, bounds
+    readers.py    JSONL / JSON / CSV / TSV / Parquet parsers: strict JSON, duplicate headers, row-level errors
     formats.py    row -> standard record: alpaca, prompt_completion, cot, messages, text
     tokenize.py   record -> input_ids + labels: the loss-mask rules
     build.py      all of it, cached, mixed, split, shuffled: build_datasets() -> DataBundle
