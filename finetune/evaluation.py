@@ -1,9 +1,11 @@
 """The end of `finetune run`: evaluate base and finetuned on the recipe's tasks and report.
 
 Both models see the same prompts, template and decoding: for LoRA the adapter is switched
-off on the same loaded model; for freeze / full the base is loaded again.
+off on the same loaded model; for freeze / full the base is loaded again. With
+`eval.compare_base: false` only the finetuned model is scored, whatever the method.
 """
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from finetune.recipe import Recipe
 
 
 def evaluate_run(recipe: Recipe, run_dir: Path, model, tokenizer, manifest: dict) -> dict:
-    from finetune.eval.pipeline import eval_base_and_finetuned
+    from finetune.eval.pipeline import eval_base_and_finetuned, side_names
     from finetune.eval.report import format_table
 
     def base_loader():
@@ -22,9 +24,10 @@ def evaluate_run(recipe: Recipe, run_dir: Path, model, tokenizer, manifest: dict
 
     started = time.time()
     comparison = eval_base_and_finetuned(
-        model, tokenizer, base_loader=base_loader if recipe.eval.compare_base else None,
+        model, tokenizer, base_loader=base_loader, compare_base=recipe.eval.compare_base,
         task_names=recipe.eval.tasks, out_dir=run_dir / "eval", template_name=recipe.data.template,
-        batch_size=recipe.eval.batch_size, limit=recipe.eval.limit, seed=recipe.train.seed)
+        batch_size=recipe.eval.batch_size, limit=recipe.eval.limit, seed=recipe.train.seed,
+        run_dir=run_dir, names=side_names(run_dir, recipe.model.name, dataclasses.asdict(recipe.method)))
     print(format_table(comparison), flush=True)
     manifest.setdefault("wall_times", {})["eval_s"] = round(time.time() - started, 2)
     manifest["eval"] = {name: {metric: {k: m.get(k) for k in ("a", "b", "diff", "p_value", "n")}

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from finetune.eval.compare import compare
 from finetune.eval.harness import SCORES_FILE, evaluate
-from finetune.eval.pipeline import eval_base_and_finetuned, single_side
+from finetune.eval.pipeline import eval_base_and_finetuned, run_side_names, single_side
 from finetune.eval.report import format_table, write_report
+from finetune.eval.scoring import check_filters
 from finetune.eval.tasks import TaskError, available_tasks, load_task
 
 
@@ -122,6 +123,8 @@ def cmd_eval(args) -> int:
     run = is_run_dir(args.model)
     names = _task_names(args.tasks)
     tasks = [load_task(n, data_path=args.data_path) for n in names]  # fail on a bad task before loading a model
+    for task in tasks:
+        check_filters(task)
     template = args.template or (str(Path(args.model) / "template.yaml")
                                  if run and (Path(args.model) / "template.yaml").is_file() else None)
     if run and args.template:
@@ -137,7 +140,7 @@ def cmd_eval(args) -> int:
         comparison = eval_base_and_finetuned(
             model, tokenizer, base_loader=lambda: load_model(base_spec(args.model), dtype=args.dtype),
             task_names=names, out_dir=out, template_name=template, batch_size=args.batch_size, limit=args.limit,
-            seed=args.seed, data_path=args.data_path, run_dir=Path(args.model))
+            seed=args.seed, data_path=args.data_path, run_dir=Path(args.model), names=run_side_names(args.model))
         print(format_table(comparison))
         print(f"\nreport: {out / 'report.html'}  (also report.md, results.json)")
         return 0
@@ -158,9 +161,21 @@ def _eval_dir(path) -> Path:
     raise TaskError(f"{path}: no {SCORES_FILE} here or in {p / 'eval' / 'finetuned'}; run `finetune eval` first")
 
 
+def _side_name(eval_dir: Path) -> str | None:
+    """RUN/eval/base or RUN/eval/finetuned: the model as its run names it (see run_side_names); else None."""
+    run, side = eval_dir.parent.parent, {"base": "a", "finetuned": "b"}.get(eval_dir.name)
+    if side is None or eval_dir.parent.name != "eval" or not (run / "manifest.json").is_file():
+        return None
+    try:
+        return run_side_names(run)[side]
+    except (OSError, ValueError, AttributeError):  # an unreadable manifest: fall back to the folder
+        return None
+
+
 def cmd_compare(args) -> int:
     a, b = _eval_dir(args.a), _eval_dir(args.b)
     comparison = compare(a, b, n_boot=args.n_boot, seed=args.seed)
+    comparison["a"]["name"], comparison["b"]["name"] = _side_name(a), _side_name(b)
     if comparison["a"].get("label") == comparison["b"].get("label"):  # e.g. two runs' "finetuned": use paths
         comparison["a"]["label"], comparison["b"]["label"] = str(args.a), str(args.b)
     out = Path(args.out) if args.out else b.parent / "compare"

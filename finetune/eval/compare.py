@@ -43,10 +43,16 @@ def _extracted(rec: dict, key: str):
     return rec["by_filter"][filt]["extracted"] if filt and filt in rec.get("by_filter", {}) else rec.get("extracted")
 
 
+def _text(value):
+    """Model or data text for a report: a lone surrogate (not UTF-8, so not writable to a file) becomes '?'."""
+    return value.encode("utf-8", "replace").decode("utf-8") if isinstance(value, str) else value
+
+
 def _example(key: str, doc_id, ra: dict, rb: dict) -> dict:
-    return {"doc_id": doc_id, "prompt": ra.get("prompt", "")[-PROMPT_TAIL:], "target": ra.get("target"),
-            "a_output": ra.get("output"), "b_output": rb.get("output"),
-            "a_extracted": _extracted(ra, key), "b_extracted": _extracted(rb, key)}
+    ex = {"doc_id": doc_id, "prompt": (ra.get("prompt") or "")[-PROMPT_TAIL:], "target": ra.get("target"),
+          "a_output": ra.get("output"), "b_output": rb.get("output"),
+          "a_extracted": _extracted(ra, key), "b_extracted": _extracted(rb, key)}
+    return {k: _text(v) for k, v in ex.items()}
 
 
 def _metric(key: str, pairs: list, n_boot: int, seed: int, higher: bool) -> tuple[dict, dict | None]:

@@ -2,19 +2,24 @@
 
     comparison = eval_base_and_finetuned(model, tokenizer, base_loader=load_base, task_names=["arith_cot"],
                                          out_dir=run_dir / "eval", template_name="chat", batch_size=16,
-                                         limit=None, seed=0)
+                                         limit=None, seed=0, names=side_names("runs/x", "smollm2-135m-instruct",
+                                                                               {"name": "lora"}))
 
 LoRA: the finetuned model is scored, then the same loaded object with its adapter switched
 off (`model.disable_adapter()`) is the base; nothing is reloaded, so nothing else can
-differ. Freeze / full: `base_loader()` loads the base weights again. Writes
-out_dir/finetuned/, out_dir/base/ and the report (results.json, report.md, report.html).
+differ. Freeze / full: `base_loader()` loads the base weights again. `compare_base=False`
+(the recipe's eval.compare_base) scores the finetuned model only, for every method. Writes
+out_dir/finetuned/, out_dir/base/ (when the base is scored) and the report (results.json,
+report.md, report.html).
 """
 
+import json
 from pathlib import Path
 
 from finetune.eval.compare import compare
-from finetune.eval.harness import evaluate
+from finetune.eval.harness import SCORES_FILE, evaluate
 from finetune.eval.report import write_report
+from finetune.eval.scoring import check_filters
 from finetune.eval.tasks import load_task
 
 
@@ -31,41 +36,97 @@ def _guess_run_dir(out_dir: Path) -> Path | None:
     return parent if (parent / "logs" / "train_log.jsonl").is_file() else None
 
 
-def single_side(out_dir: Path, scores: dict) -> dict:
+def describe_model(base_name: str, method: dict) -> str:
+    """The finetuned model in the recipe's terms: 'smollm2-135m-instruct + LoRA adapter', '..., trained weights,
+    freeze: last 2 blocks trained'."""
+    name = method.get("name") or "lora"
+    if name == "lora":
+        return f"{base_name} + LoRA adapter"
+    if name == "freeze":
+        n = method.get("layers", 2)
+        extra = method.get("extra_modules") or []
+        blocks = f"{'last' if n >= 0 else 'first'} {abs(n)} block{'s' * (abs(n) != 1)}"
+        return f"{base_name}, trained weights, freeze: {blocks}{' + ' + ', '.join(extra) if extra else ''} trained"
+    return f"{base_name}, trained weights, {name} finetune"
+
+
+def side_names(run_dir, base_name: str, method: dict) -> dict[str, str]:
+    """How a user knows each side: A by the recipe's model.name, B by its run directory and method."""
+    return {"a": str(base_name), "b": f"{run_dir} ({describe_model(base_name, method)})"}
+
+
+def run_side_names(run_dir: Path) -> dict[str, str]:
+    """side_names for a run directory, from its manifest.json (and recipe.yaml for the method's settings)."""
+    import yaml
+
+    run_dir = Path(run_dir)
+    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    recipe_file = run_dir / "recipe.yaml"
+    recipe = yaml.safe_load(recipe_file.read_text(encoding="utf-8")) if recipe_file.is_file() else None
+    method = (recipe or {}).get("method") if isinstance(recipe, dict) else None
+    method = method if isinstance(method, dict) else {"name": manifest.get("method") or "lora"}
+    base = manifest.get("base_model") or Path(str(manifest.get("base_model_path") or "base")).name
+    return side_names(run_dir, base, method)
+
+
+def _failures(out_dir: Path) -> dict:
+    path = Path(out_dir) / SCORES_FILE
+    tasks = json.loads(path.read_text(encoding="utf-8")).get("tasks", {}) if path.is_file() else {}
+    return {t: s.get("failures") or {} for t, s in tasks.items()}
+
+
+def single_side(out_dir: Path, scores: dict, *, name: str | None = None, reason: str | None = None) -> dict:
     """A comparison-shaped dict for one model (no base evaluated): format_table prints its scores."""
-    return {"a": None, "b": {"dir": str(out_dir), "label": "finetuned"},
-            "tasks": {t: {"metrics": {k: {"b": v} for k, v in s.items()}} for t, s in scores.items()},
+    failures = _failures(out_dir)
+    return {"a": None, "b": {"dir": str(out_dir), "label": "finetuned", "name": name},
+            "base_not_evaluated": reason,
+            "tasks": {t: {"metrics": {k: {"b": v} for k, v in s.items()},
+                          "failures": {"b": failures.get(t) or {}}} for t, s in scores.items()},
             "warnings": []}
+
+
+def _eval_base(model, tokenizer, base_loader, tasks, out_dir: Path, common: dict) -> str | None:
+    """Score the base into out_dir; returns how the base was obtained, or None when there is no base to score."""
+    if is_peft_model(model):
+        with model.disable_adapter():
+            evaluate(model, tokenizer, tasks, out_dir, label="base", **common)
+        return "the same loaded model with its LoRA adapter disabled"
+    if base_loader is None:
+        return None
+    loaded = base_loader()
+    base_model, base_tok = loaded if isinstance(loaded, tuple) else (loaded, None)
+    evaluate(base_model, base_tok or tokenizer, tasks, out_dir, label="base", **common)
+    del base_model
+    return "the base weights loaded again"
 
 
 def eval_base_and_finetuned(model, tokenizer, *, base_loader, task_names: list[str], out_dir: Path,
                             template_name: str | None, batch_size: int, limit: int | None, seed: int,
                             data_path: str | None = None, run_dir: Path | None = None,
-                            meta: dict | None = None) -> dict:
-    """Evaluate the finetuned model and its base on the same tasks; write and return the comparison.
+                            meta: dict | None = None, compare_base: bool = True,
+                            names: dict[str, str] | None = None) -> dict:
+    """Evaluate the finetuned model and (with compare_base) its base on the same tasks; write and return the report.
 
     `base_loader()` returns the base model (or (model, tokenizer)); it is not called for a
-    PEFT model. With `base_loader=None` and a non-PEFT model only the finetuned model is
-    scored and a one-sided result is returned (no report).
+    PEFT model. With `compare_base=False`, or `base_loader=None` for a non-PEFT model, only
+    the finetuned model is scored: the report says the base was not evaluated and why.
+    `names` ({"a": ..., "b": ...}, see side_names) is how the report names the two models.
     """
-    out_dir = Path(out_dir)
+    out_dir, names = Path(out_dir), names or {}
     tasks = [load_task(n, data_path=data_path) for n in task_names]
+    for task in tasks:
+        check_filters(task)
     common = dict(template_name=template_name, batch_size=batch_size, limit=limit, seed=seed)
     tuned_scores = evaluate(model, tokenizer, tasks, out_dir / "finetuned", label="finetuned", **common)
-    if is_peft_model(model):
-        with model.disable_adapter():
-            evaluate(model, tokenizer, tasks, out_dir / "base", label="base", **common)
-        base_via = "the same loaded model with its LoRA adapter disabled"
-    elif base_loader is not None:
-        loaded = base_loader()
-        base_model, base_tok = loaded if isinstance(loaded, tuple) else (loaded, None)
-        evaluate(base_model, base_tok or tokenizer, tasks, out_dir / "base", label="base", **common)
-        del base_model
-        base_via = "the base weights loaded again"
+    base_via = _eval_base(model, tokenizer, base_loader, tasks, out_dir / "base", common) if compare_base else None
+    info = {"base_via": base_via or "not evaluated", "template": template_name or "each task's prompt_template",
+            "limit": limit, "batch_size": batch_size, "seed": seed, "tasks": ", ".join(task_names), **(meta or {})}
+    run_dir = run_dir or _guess_run_dir(out_dir)
+    if base_via is None:
+        reason = "eval.compare_base: false" if not compare_base else "no base model to load"
+        result = single_side(out_dir / "finetuned", tuned_scores, name=names.get("b"), reason=reason)
     else:
-        return single_side(out_dir / "finetuned", tuned_scores)
-    comparison = compare(out_dir / "base", out_dir / "finetuned", seed=seed)
-    info = {"base_via": base_via, "template": template_name or "each task's prompt_template", "limit": limit,
-            "batch_size": batch_size, "seed": seed, "tasks": ", ".join(task_names), **(meta or {})}
-    write_report(out_dir, comparison, run_dir=run_dir or _guess_run_dir(out_dir), meta=info)
-    return comparison
+        result = compare(out_dir / "base", out_dir / "finetuned", seed=seed)
+        result["a"]["name"], result["b"]["name"] = names.get("a"), names.get("b")
+    write_report(out_dir, result, run_dir=run_dir, meta=info)
+    return result

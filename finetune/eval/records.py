@@ -26,6 +26,16 @@ def config_hash(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _json_line(record: dict) -> str:
+    """One JSONL line, UTF-8 text as is; a lone surrogate (not UTF-8) is written as its \\u escape instead."""
+    line = json.dumps(record, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(record)
+    return line + "\n"
+
+
 class RecordStore:
     def __init__(self, path: Path, config: str):
         self.path, self.config = Path(path), config
@@ -70,7 +80,7 @@ class RecordStore:
             if needs_newline:
                 self._file.write("\n")
         record = {**record, "config": self.config}
-        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.write(_json_line(record))
         self._file.flush()
         self.records[record["doc_id"]] = record
 

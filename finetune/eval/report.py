@@ -9,17 +9,52 @@ file can be mailed or attached as is.
 
 import datetime
 import html
+import os
 from pathlib import Path
 
 from finetune.eval.harness import write_json
 from finetune.eval.plots import failure_buckets, loss_curve, read_loss, score_bars
 from finetune.eval.scoring import BUCKETS
+from finetune.resources import cache_dir
 
 COLUMNS = ("task", "metric", "A", "B", "B-A", "95% CI (B-A)", "p", "test", "n")
 
 
 def _labels(comparison: dict) -> tuple[str, str]:
-    return comparison["a"].get("label") or "base", comparison["b"].get("label") or "finetuned"
+    return (comparison["a"] or {}).get("label") or "base", comparison["b"].get("label") or "finetuned"
+
+
+def _path_roots() -> list[tuple[str, str]]:
+    """(machine-local folder, what reports write instead), the most specific first."""
+    roots = [(cache_dir(), "<finetune cache>"), (Path.cwd(), ""), (Path.home(), "~")]
+    out = [(str(Path(os.path.abspath(r))), rep) for r, rep in roots]
+    return sorted([r for r in out if len(r[0]) > 1], key=lambda r: -len(r[0]))
+
+
+def portable(obj, roots: list[tuple[str, str]] | None = None):
+    """obj with every string that is a path under the cache, the working folder or home made machine-independent:
+    '<finetune cache>/models/x', 'runs/x/eval' (relative to where the command ran), '~/data/y'."""
+    roots = _path_roots() if roots is None else roots
+    if isinstance(obj, dict):
+        return {k: portable(v, roots) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(portable(v, roots) for v in obj)
+    if not isinstance(obj, str):
+        return obj
+    for root, rep in roots:
+        if obj == root:
+            return rep or "."
+        if obj.startswith(root + os.sep):
+            return (rep + "/" if rep else "") + obj[len(root) + 1:]
+    return obj
+
+
+def _describe(side: dict | None, reason: str | None = None) -> str:
+    """A side as its user knows it (the recipe's model name, the run and its method), then where its records are."""
+    if side is None:
+        return f"not evaluated ({reason or 'no base model'})"
+    name = side.get("name") or (side.get("model") or {}).get("name_or_path") or side["dir"]
+    return f"{name}; records: {side['dir']}"
 
 
 def _num(x: float) -> str:
@@ -50,6 +85,8 @@ def format_table(comparison: dict) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines += [f"warning: {w}" for w in comparison.get("warnings", [])]
+    if comparison.get("a") is None and comparison.get("base_not_evaluated"):
+        lines.append(f"base: {_describe(None, comparison['base_not_evaluated'])}")
     return "\n".join(lines)
 
 
@@ -82,10 +119,11 @@ def _all_flips(comparison: dict):
 
 
 def render_markdown(comparison: dict, meta: dict | None, loss_points: list) -> str:
+    if comparison["a"] is None:
+        return _single_markdown(comparison, meta)
     a, b = _labels(comparison)
-    out = [f"# {b} vs {a}", "",
-           f"- A = **{a}**: `{comparison['a']['dir']}` ({(comparison['a'].get('model') or {}).get('name_or_path')})",
-           f"- B = **{b}**: `{comparison['b']['dir']}` ({(comparison['b'].get('model') or {}).get('name_or_path')})",
+    out = [f"# {b} vs {a}", "", f"- A = **{a}**: {_describe(comparison['a'])}",
+           f"- B = **{b}**: {_describe(comparison['b'])}",
            f"- identical prompts and decoding for both; differences are B - A with 95% paired bootstrap CIs "
            f"({comparison['n_boot']} resamples, seed {comparison['seed']}); p from the exact McNemar test for "
            "pass/fail metrics, a paired bootstrap otherwise.", ""]
@@ -126,9 +164,11 @@ def _html_table(header, rows) -> str:
 
 def render_html(comparison: dict, meta: dict | None, loss_points: list) -> str:
     a, b = _labels(comparison)
+    if comparison["a"] is None:
+        return _page(b, _single_html(comparison, meta))
     parts = [f"<h1>{html.escape(b)} vs {html.escape(a)}</h1>",
-             f"<p>A = <b>{html.escape(a)}</b>: <code>{html.escape(comparison['a']['dir'])}</code><br>"
-             f"B = <b>{html.escape(b)}</b>: <code>{html.escape(comparison['b']['dir'])}</code><br>"
+             f"<p>A = <b>{html.escape(a)}</b>: {html.escape(_describe(comparison['a']))}<br>"
+             f"B = <b>{html.escape(b)}</b>: {html.escape(_describe(comparison['b']))}<br>"
              "Differences are B − A with 95% paired bootstrap CIs; p: exact McNemar (pass/fail) or paired "
              "bootstrap.</p>"]
     parts += [f"<p class=warn>warning: {html.escape(w)}</p>" for w in comparison.get("warnings", [])]
@@ -157,12 +197,50 @@ def render_html(comparison: dict, meta: dict | None, loss_points: list) -> str:
                 f"<pre>{html.escape(str(ex['b_output']))}</pre></div></div></details>")
     if meta:
         parts.append("<h2>Run</h2>" + _html_table(("key", "value"), [(k, v) for k, v in meta.items()]))
+    return _page(f"{b} vs {a}", parts)
+
+
+def _page(title: str, parts: list[str]) -> str:
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"
              "pre{white-space:pre-wrap;background:#f6f6f6;padding:6px;font-size:12px}"
              ".pair{display:grid;grid-template-columns:1fr 1fr;gap:1em}.warn{color:#a33}img{max-width:100%}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(b)} vs {html.escape(a)}</title>"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+
+
+def _single_rows(comparison: dict) -> list[tuple[str, ...]]:
+    return [(t, k, _num(m["b"])) for t, res in comparison["tasks"].items() for k, m in res["metrics"].items()]
+
+
+def _single_markdown(comparison: dict, meta: dict | None) -> str:
+    """The report of a run whose base was not evaluated: the finetuned model's scores and failure buckets."""
+    _, b = _labels(comparison)
+    out = [f"# {b}", "", f"- A = base: {_describe(None, comparison.get('base_not_evaluated'))}; no comparison",
+           f"- B = **{b}**: {_describe(comparison['b'])}", "", "## Scores", ""]
+    out += _md_table(("task", "metric", b), _single_rows(comparison)) + [""]
+    buckets = _bucket_rows(comparison, ("base", b))
+    if buckets:
+        out += ["## Chain-of-thought failure buckets", ""] + _md_table(("task", "filter", "model") + BUCKETS,
+                                                                          buckets) + [""]
+    if meta:
+        out += ["Run metadata: " + ", ".join(f"{k}={v}" for k, v in meta.items())]
+    return "\n".join(out) + "\n"
+
+
+def _single_html(comparison: dict, meta: dict | None) -> list[str]:
+    _, b = _labels(comparison)
+    parts = [f"<h1>{html.escape(b)}</h1>",
+             f"<p>A = base: {html.escape(_describe(None, comparison.get('base_not_evaluated')))}; no comparison<br>"
+             f"B = <b>{html.escape(b)}</b>: {html.escape(_describe(comparison['b']))}</p>",
+             "<h2>Scores</h2>" + _html_table(("task", "metric", b), _single_rows(comparison))]
+    buckets = _bucket_rows(comparison, ("base", b))
+    if buckets:
+        parts.append("<h2>Chain-of-thought failure buckets</h2>" + _html_table(("task", "filter", "model") + BUCKETS,
+                                                                               buckets))
+    if meta:
+        parts.append("<h2>Run</h2>" + _html_table(("key", "value"), [(k, v) for k, v in meta.items()]))
+    return parts
 
 
 def write_report(out_dir: Path, comparison: dict, *, run_dir: Path | None = None, meta: dict | None = None) -> dict:
@@ -170,9 +248,11 @@ def write_report(out_dir: Path, comparison: dict, *, run_dir: Path | None = None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     loss_points = read_loss(run_dir)
+    roots = _path_roots()
+    comparison, meta = portable(comparison, roots), portable(meta or {}, roots)
     paths = {"results": out_dir / "results.json", "markdown": out_dir / "report.md", "html": out_dir / "report.html"}
     write_json(paths["results"], {"created": datetime.datetime.now().isoformat(timespec="seconds"),
-                                  "run_dir": str(run_dir) if run_dir else None, "meta": meta or {},
+                                  "run_dir": portable(str(run_dir), roots) if run_dir else None, "meta": meta,
                                   "comparison": comparison, "loss_points": len(loss_points)})
     paths["markdown"].write_text(render_markdown(comparison, meta, loss_points), encoding="utf-8")
     paths["html"].write_text(render_html(comparison, meta, loss_points), encoding="utf-8")
