@@ -11,16 +11,32 @@ else (several rows, a KV cache, sliding windows, score biases) goes to transform
 
 The trainer switches a model to it for the length of `train()` (`segment_attention`) and
 back afterwards, so saved configs and later generation never see the name.
+
+Proven against transformers 5.23.0 and 5.24.0 (README "Tested versions"). It needs the
+internals `_NEEDS` names; where transformers lacks one, the model keeps transformers' sdpa,
+with one notice.
 """
 
 from contextlib import contextmanager
 
 import torch
-from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from finetune.perf import fallback
 
 NAME = "finetune_segment_sdpa"
+_NEEDS = ("AttentionInterface, masking_utils.AttentionMaskInterface and sdpa_mask, "
+          "integrations.sdpa_attention.sdpa_attention_forward, PreTrainedModel.set_attn_implementation")
+
+
+def _registries():
+    """transformers' attention and mask registries and its sdpa mask; None where they cannot be imported."""
+    try:
+        from transformers import AttentionInterface
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward  # noqa: F401 (segment_sdpa's)
+        from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    except ImportError:
+        return None
+    return AttentionInterface, AttentionMaskInterface, sdpa_mask
 
 
 def segment_bounds(position_ids: torch.Tensor) -> list[int]:
@@ -39,6 +55,8 @@ def segment_sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling
              and kwargs.get("softcap") is None and not kwargs.get("sliding_window")
              and not kwargs.get("output_attentions"))
     if not (packed_row and plain):
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward  # checked by _registries
+
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, position_ids=position_ids, **kwargs)
     bounds = segment_bounds(position_ids)
@@ -55,12 +73,18 @@ def segment_sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling
 @contextmanager
 def segment_attention(model):
     """Use `segment_sdpa` inside the block when the model runs transformers' sdpa; otherwise leave it be."""
-    before = model.config._attn_implementation
+    before = getattr(model.config, "_attn_implementation", None)
     if before != "sdpa":
         yield False
         return
-    AttentionInterface.register(NAME, segment_sdpa)
-    AttentionMaskInterface.register(NAME, sdpa_mask)
+    registries = _registries()
+    if registries is None or not hasattr(model, "set_attn_implementation"):
+        fallback("per-example attention", "transformers", _NEEDS)
+        yield False
+        return
+    attention, masks, sdpa_mask = registries
+    attention.register(NAME, segment_sdpa)
+    masks.register(NAME, sdpa_mask)
     model.set_attn_implementation(NAME)
     try:
         yield True

@@ -7,6 +7,7 @@
 - Out of memory is reported with the batch settings to lower.
 """
 
+import contextlib
 import json
 import math
 import signal
@@ -83,16 +84,13 @@ class StopOnSignal(TrainerCallback):
 
 
 def guarded_trainer_class():
-    """SFTTrainer that refuses a non-finite loss on any micro-step. Speed: backward stops at the first
-    trainable module (`perf.stop_input_grads`), padding-free rows attend per example
-    (`attention.segment_attention`), LoRA layers add their update inside one GEMM (`fused_lora`), and
-    on CPU the loss head is the compact one (`lmhead`)."""
+    """SFTTrainer that refuses a non-finite loss on any micro-step. Speed: on CPU the loss head is the
+    compact one (`lmhead`), and `_speed_paths` are on while it trains. Each checks the library internals
+    it needs and otherwise leaves the library's path, with one notice."""
     from trl import SFTTrainer
 
-    from finetune.attention import segment_attention
-    from finetune.fused_lora import fused_lora
     from finetune.lmhead import add_compact_lm_head
-    from finetune.perf import stop_input_grads
+    from finetune.perf import fallback
 
     class GuardedSFTTrainer(SFTTrainer):
         def __init__(self, *args, **kwargs):
@@ -103,14 +101,8 @@ def guarded_trainer_class():
 
         def _inner_training_loop(self, *args, **kwargs):
             # after train() has switched checkpointing on (and with it the embeddings' requires-grad hook)
-            stop = stop_input_grads(self.model, self.args.activation_checkpointing_kwargs) \
-                if self.args.activation_checkpointing else None
-            try:  # padding-free rows attend per example, unmasked; LoRA's scale and sum go inside one GEMM
-                with segment_attention(self.model), fused_lora(self.model):
-                    return super()._inner_training_loop(*args, **kwargs)
-            finally:
-                if stop is not None:
-                    stop.remove()
+            with _speed_paths(self):
+                return super()._inner_training_loop(*args, **kwargs)
 
         def training_step(self, model, inputs, num_items_in_batch=None):
             loss = super().training_step(model, inputs, num_items_in_batch)
@@ -122,7 +114,33 @@ def guarded_trainer_class():
                     f"(now {self.args.learning_rate}) or set train.max_grad_norm, then rerun to resume.")
             return loss
 
+    if not hasattr(SFTTrainer, "_inner_training_loop"):  # the override would never run: say so
+        del GuardedSFTTrainer._inner_training_loop
+        fallback("per-example attention, fused LoRA forward and backward stop", "transformers",
+                 "Trainer._inner_training_loop, run after train() has switched checkpointing on")
     return GuardedSFTTrainer
+
+
+@contextlib.contextmanager
+def _speed_paths(trainer):
+    """Backward stops at the first trainable module (`perf.stop_input_grads`), padding-free rows attend per
+    example (`attention.segment_attention`), LoRA layers add their update inside one GEMM (`fused_lora`).
+
+    Entered from transformers' private `Trainer._inner_training_loop` (proven against transformers
+    5.23.0 and 5.24.0, README "Tested versions"); where that method is absent none of them is on.
+    """
+    from finetune.attention import segment_attention
+    from finetune.fused_lora import fused_lora
+    from finetune.perf import stop_input_grads
+
+    args, model = trainer.args, trainer.model
+    stop = stop_input_grads(model, args.activation_checkpointing_kwargs) if args.activation_checkpointing else None
+    try:
+        with segment_attention(model), fused_lora(model):
+            yield
+    finally:
+        if stop is not None:
+            stop.remove()
 
 
 def explain_oom(error: BaseException, batch_size: int, grad_accum: int, max_length: int) -> TrainingError | None:

@@ -11,12 +11,21 @@ adapted layers to it for the length of `train()` (`fused_lora`) and back afterwa
 
 Only the plain case is taken: one active adapter, no dropout, no DoRA or other variant,
 no LoRA bias, not merged, a `torch.nn.Linear` base. Anything else runs PEFT's forward.
+
+Proven against peft 0.18.0 and 0.21.2 (README "Tested versions"). It reads the attributes of
+`peft.tuners.lora.layer.Linear` listed in `_READS`; where PEFT lacks one of them (or the class),
+every layer keeps PEFT's own forward, with one notice.
 """
 
 from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
+
+from finetune.perf import fallback
+
+_READS = ("base_layer", "lora_A", "lora_B", "scaling", "lora_dropout", "lora_variant", "active_adapters",
+          "disable_adapters", "merged")
 
 
 def _plain_adapter(layer, x, args, kwargs) -> str | None:
@@ -46,12 +55,26 @@ def fused_forward(layer, x, *args, **kwargs):
     return fused.view(out.shape)
 
 
+def _lora_layers(model) -> list:
+    """PEFT `lora.Linear` layers of `model`; none, with one notice, where PEFT's layer lacks what we read."""
+    if not any(hasattr(m, "lora_A") for m in model.modules()):
+        return []  # no LoRA here: nothing to fuse, nothing to announce
+    try:
+        from peft.tuners.lora.layer import Linear
+    except ImportError:
+        Linear = None
+    layers = [m for m in model.modules() if Linear is not None and type(m) is Linear]
+    if Linear is None or "forward" not in vars(Linear) or \
+            not all(hasattr(layer, a) for layer in layers for a in _READS):
+        fallback("fused LoRA forward", "peft", "peft.tuners.lora.layer.Linear.forward internals: " + ", ".join(_READS))
+        return []
+    return layers
+
+
 @contextmanager
 def fused_lora(model):
     """Route PEFT `lora.Linear` layers of `model` through `fused_forward` inside the block."""
-    from peft.tuners.lora.layer import Linear
-
-    layers = [m for m in model.modules() if type(m) is Linear]
+    layers = _lora_layers(model)
     for layer in layers:
         layer.forward = fused_forward.__get__(layer)
     try:

@@ -14,29 +14,55 @@ logits nor a recomputation are kept for backward: the same FLOPs as the plain he
 peak memory falls by the logits (~0.5 GB at batch 4 here).
 
 The trainer installs it on CPU only (see `faults.guarded_trainer_class`); on a GPU
-TRL's kernel stays.
+TRL's kernel stays. Proven against trl 1.16.0 (tests/test_lmhead.py compares it with TRL's
+head; README "Tested versions"). It needs what trl 1.15 introduced: SFTTrainer patches
+`model.forward` with `fused_lm_head` and expects `trl.trainer.utils.FusedCausalLMOutput`.
+With trl 1.0-1.14, which have neither, the head is left to TRL, with one notice. trl 1.15.0
+is excluded: its own fused head needs Triton, which a CPU build of torch lacks.
 """
 
+import inspect
 import types
 
 import torch
+
+from finetune.perf import fallback
 
 CHUNK = 512  # completion tokens per projection: a 512 x vocab fp32 tile (~100 MB for a 49k vocab)
 
 # Output scaling that TRL's head applies and this one does not: leave such models to TRL.
 _SCALED = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
+# The fields of TRL's output this head fills; TRL's loss and metrics read them.
+_FIELDS = {"loss", "log_probs", "entropy", "is_top1", "label_mask"}
+
+
+def _fused_output_class(model):
+    """TRL's FusedCausalLMOutput when TRL has patched `model.forward` with its fused head; else None, with a notice."""
+    try:
+        from trl.trainer.utils import FusedCausalLMOutput
+    except ImportError:
+        FusedCausalLMOutput = None
+    fields = getattr(FusedCausalLMOutput, "__dataclass_fields__", {})
+    patched = "fused_lm_head" in inspect.signature(model.forward, follow_wrapped=False).parameters
+    if FusedCausalLMOutput is None or not _FIELDS <= fields.keys() or not patched:
+        fallback("compact loss head", "trl", "trl.trainer.utils.FusedCausalLMOutput and the model.forward("
+                 "fused_lm_head=...) of trl's add_fused_lm_head")
+        return None
+    return FusedCausalLMOutput
 
 
 def add_compact_lm_head(model) -> bool:
     """Wrap `model.forward` (already patched by TRL) so `fused_lm_head=True` uses the compact head.
 
-    Returns False, leaving the model as it was, for models whose logits TRL scales or caps.
+    Returns False, leaving the model as it was, for models whose logits TRL scales or caps, and
+    where TRL lacks the fused head this one answers for (with one notice).
     """
-    from trl.trainer.utils import FusedCausalLMOutput
-
     config = model.config.get_text_config()
     if any(getattr(config, k, None) not in (None, 1.0) for k in _SCALED) or \
             getattr(config, "output_router_logits", False):
+        return False
+    FusedCausalLMOutput = _fused_output_class(model)
+    if FusedCausalLMOutput is None:
         return False
     fused_forward = model.forward
 

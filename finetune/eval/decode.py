@@ -113,7 +113,10 @@ def _has_stop(tokenizer, tail: list[int], until: list[str]) -> bool:
 
 @contextlib.contextmanager
 def _sdpa_gqa():
-    """transformers' own switch for SDPA's native grouped-query attention, for the duration of a call."""
+    """transformers' own switch for SDPA's native grouped-query attention, for the duration of a call.
+
+    Read by `transformers.integrations.sdpa_attention.use_gqa_in_sdpa` from transformers 5.23.0, the
+    lowest release this project declares (5.22.0 does not read it)."""
     before = os.environ.get("TRANSFORMERS_SDPA_FORCE_GQA")
     os.environ["TRANSFORMERS_SDPA_FORCE_GQA"] = "1"
     try:
