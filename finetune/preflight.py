@@ -23,13 +23,16 @@ from finetune.schema import RecipeError
 def _unwritable(path: Path) -> str | None:
     """Why the run directory cannot be created or written, if it cannot.
 
-    The nearest existing folder is probed by creating (and removing) a temporary folder
-    in it: permission bits say nothing for root, and read-only or virtual filesystems
-    (/proc, /sys) refuse what os.access allows.
+    When the folder must be created, its nearest existing parent is probed by creating (and
+    removing) a temporary folder in it: permission bits say nothing for root, and read-only
+    or virtual filesystems (/proc, /sys) refuse what os.access allows. An existing run
+    directory is never probed inside (another process of the same run may be writing it).
     """
     p = path
     try:
         p = path.resolve()
+        if p.is_dir():
+            return None if os.access(p, os.W_OK | os.X_OK) else f"{p} is not writable"
         while not p.exists():
             p = p.parent
         if not p.is_dir():
@@ -40,33 +43,41 @@ def _unwritable(path: Path) -> str | None:
     return None
 
 
+def _dataset(recipe: Recipe, i: int, spec) -> str | None:
+    entry = resolve_spec(spec, i)
+    where = locate(entry, recipe.data.data_dir)
+    if source_kind(where) == "file" and not Path(where).is_file():
+        return f"data.datasets[{i}] ({entry.name}): file {where} does not exist"
+    return None
+
+
+def _task(name: str) -> None:
+    from finetune.eval.tasks import load_task
+    load_task(name)
+
+
+def _guard(out: list, key: str, prefix: str, check) -> None:
+    """Run one check; its user error, or a path the system refuses, becomes the problem of `key`."""
+    from finetune.eval.taskfile import TaskError
+    try:
+        problem = check()
+    except (ModelError, TemplateError, DataError, TaskError) as e:
+        problem = f"{prefix}{e}"
+    except (OSError, ValueError) as e:  # e.g. a name too long for the filesystem, a NUL in a path
+        problem = f"{key}: cannot use this path: {getattr(e, 'strerror', None) or e}"
+    if problem:
+        out.append((key, problem))
+
+
 def problems(recipe: Recipe) -> list[tuple[str, str]]:
     """(dotted key, message) for every problem found."""
-    out = []
-    try:
-        check_model_spec(recipe.model.name)
-    except ModelError as e:
-        out.append(("model.name", str(e)))
-    try:
-        load_template(recipe.data.template)
-    except TemplateError as e:
-        out.append(("data.template", f"data.template: {e}"))
+    out: list[tuple[str, str]] = []
+    _guard(out, "model.name", "", lambda: check_model_spec(recipe.model.name) and None)
+    _guard(out, "data.template", "data.template: ", lambda: load_template(recipe.data.template) and None)
     for i, spec in enumerate(recipe.data.datasets):
-        try:
-            entry = resolve_spec(spec, i)
-            where = locate(entry, recipe.data.data_dir)
-            if source_kind(where) == "file" and not Path(where).is_file():
-                out.append((f"data.datasets[{i}]", f"data.datasets[{i}] ({entry.name}): file {where} does not exist"))
-        except DataError as e:
-            out.append((f"data.datasets[{i}]", str(e)))
-    if recipe.eval.tasks:
-        from finetune.eval.taskfile import TaskError
-        from finetune.eval.tasks import load_task
-        for i, name in enumerate(recipe.eval.tasks):
-            try:
-                load_task(name)
-            except TaskError as e:
-                out.append((f"eval.tasks[{i}]", f"eval.tasks[{i}]: {e}"))
+        _guard(out, f"data.datasets[{i}]", "", lambda i=i, spec=spec: _dataset(recipe, i, spec))
+    for i, name in enumerate(recipe.eval.tasks):
+        _guard(out, f"eval.tasks[{i}]", f"eval.tasks[{i}]: ", lambda name=name: _task(name))
     blocked = _unwritable(recipe.run_dir())
     if blocked:
         out.append(("output.dir", f"output.dir: cannot create {recipe.run_dir()}: {blocked}"))

@@ -87,7 +87,8 @@ def prepare(run_dir: Path, overwrite: bool) -> bool:
     if state == "finished" and not overwrite:
         raise RunDirError(f"{run_dir} holds a finished run; pass --overwrite (or output.overwrite: true) "
                           "to replace it, or set output.name to start a new one")
-    if run_dir.exists() and state is None and any(run_dir.iterdir()):
+    # rank 0 alone judges the folder: the others may look while its first atomic write is under way
+    if is_main() and run_dir.exists() and state is None and any(run_dir.iterdir()):
         raise RunDirError(f"{run_dir} exists and is not a finetune run directory (no status.json); "
                           "choose another output.dir")
     if not is_main():

@@ -160,7 +160,8 @@ def _build_dc(cls, raw, path: str, ctx: _Ctx):
             continue
         before = len(ctx.problems)
         kwargs[name] = _check(f.type, raw[name], sub, ctx, f.metadata)
-        problem = len(ctx.problems) == before and f.metadata.get("check") and f.metadata["check"](kwargs[name])
+        problem = (len(ctx.problems) == before and kwargs[name] is not None and f.metadata.get("check")
+                   and f.metadata["check"](kwargs[name]))
         if problem:  # a field's own rule, once its type is right
             ctx.add(sub, problem)
     try:

@@ -37,3 +37,13 @@ data:
 train: {max_steps: 4, batch_size: 4, save_steps: 2, logging_steps: 1, lr: 1.0e-3}
 output: {dir: "{out}"}
 """
+
+
+def pytest_addoption(parser):
+    parser.addoption("--long", action="store_true", help="fuzz tests: many more cases (minutes)")
+
+
+@pytest.fixture
+def fuzz_cases(request) -> int:
+    """Cases per fuzz test: a seconds-fast fixed set in CI, many more with --long."""
+    return 400 if request.config.getoption("--long") else 25

@@ -13,14 +13,17 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from finetune.eval.extract import extract_last_number, extract_strict, normalize_number
 from finetune.eval.records import RecordStore, read_records
-from finetune.eval.scoring import (BUCKETS, aggregate, apply_filter, bucket, check_filters, exact_match,
+from finetune.eval.scoring import (BUCKETS, aggregate, apply_filter, bucket, exact_match,
                                    failure_counts, score_choices, score_generation)
 from finetune.eval.taskfile import FILTER_FUNCTIONS, TaskError
+from finetune.eval.tasks import load_task
+from finetune.resources import resource_dir
 
 FORMATS = ["#### {answer}", "The answer is {answer}.", "{answer}", "Answer: {answer}%", " {answer} "]
 PIPELINES = [  # every filter function, each argument shape
@@ -174,19 +177,26 @@ def test_every_filter_function_is_exercised():
     assert {s["function"] for _, steps in PIPELINES for s in steps} == set(FILTER_FUNCTIONS)
 
 
-def test_bad_filter_arguments_are_task_errors_not_tracebacks():
-    bad = SimpleNamespace(path="eval/mine.yaml", filters=[
-        ("broken", [{"function": "regex", "pattern": "(unclosed"}]),
-        ("no_format", [{"function": "answer_format"}]),
-        ("zero_k", [{"function": "take_first_k", "k": 0}]),
-        ("text_group", [{"function": "regex", "pattern": r"\d", "group_select": "last"}])])
+def test_bad_filter_arguments_are_task_errors_not_tracebacks(tmp_path):
+    """Caught when the task loads (so `finetune validate` sees them), with the file and line."""
+    spec = yaml.safe_load((resource_dir("eval") / "arith_cot.yaml").read_text())
+    spec["filter_list"] = [
+        {"name": "broken", "filter": [{"function": "regex", "pattern": "(unclosed"}]},
+        {"name": "no_format", "filter": [{"function": "answer_format"}]},
+        {"name": "zero_k", "filter": [{"function": "take_first_k", "k": 0}]},
+        {"name": "text_group", "filter": [{"function": "regex", "pattern": r"\d", "group_select": "last"}]}]
+    path = tmp_path / "arith_cot.yaml"
+    path.write_text(yaml.safe_dump(spec))
     with pytest.raises(TaskError) as e:
-        check_filters(bad)
+        load_task(str(path))
     msg = str(e.value)
-    assert "4 problem(s) in task eval/mine.yaml" in msg
+    assert f"4 problem(s) in task {path}" in msg and f"{path}:" in msg
     assert "'(unclosed' is not a valid regular expression" in msg and "missing ), unterminated subpattern" in msg
-    assert "answer_format: format: required" in msg and "k: expected an integer >= 1, got 0" in msg
-    assert "group_select: expected an integer" in msg
+    assert "answer_format: format: required" in msg and "k: must be >= 1, got 0" in msg
+    assert "group_select: 'last' is not accepted" in msg
     with pytest.raises(TaskError, match="not a valid regular expression"):  # also when scoring directly
         apply_filter([{"function": "regex", "pattern": "[z-a]"}], ["x"])
-    check_filters(TASK)  # the pipelines above are all fine
+    for name, steps in PIPELINES:  # the pipelines above are all fine
+        spec["filter_list"] = [{"name": name, "filter": steps}]
+        path.write_text(yaml.safe_dump(spec))
+        load_task(str(path))

@@ -22,7 +22,7 @@ Every problem raises DataError naming the row, the field, its column and what wa
 """
 
 from finetune.data.errors import DataError, describe, short
-from finetune.eval.extract import answer_regex, format_answer
+from finetune.eval.extract import format_answer, last_answer_line
 
 FORMATS = {  # format -> (required fields, optional fields)
     "alpaca": (("instruction", "output"), ("input",)),
@@ -127,12 +127,11 @@ def _cot(get: _Getter, spec) -> dict:
     question = get.text("question")
     if spec.split_answer:  # GSM8K: "...worked steps...\n#### 72" in one column
         full = get.text("rationale")
-        found = list(answer_regex(spec.answer_format).finditer(full))
-        if not found:
+        found = last_answer_line(full, spec.answer_format)
+        if found is None:
             get.fail("rationale", f"text ending with an answer line like {spec.answer_format!r} (split_answer)",
                      f"got {short(full[-60:])}")
-        last = found[-1]
-        rationale, answer = full[: last.start()].strip(), last.group(1).strip()
+        rationale, answer = full[: found[0]].strip(), found[1].strip()
     else:
         rationale, answer = get.text("rationale").strip(), get.text("answer", numbers=True).strip()
     return {"prompt": question, "rationale": rationale, "answer_line": format_answer(answer, spec.answer_format)}

@@ -15,7 +15,6 @@ from finetune.eval.compare import compare
 from finetune.eval.harness import SCORES_FILE, evaluate
 from finetune.eval.pipeline import eval_base_and_finetuned, run_side_names, single_side
 from finetune.eval.report import format_table, write_report
-from finetune.eval.scoring import check_filters
 from finetune.eval.tasks import TaskError, available_tasks, load_task
 
 
@@ -123,8 +122,6 @@ def cmd_eval(args) -> int:
     run = is_run_dir(args.model)
     names = _task_names(args.tasks)
     tasks = [load_task(n, data_path=args.data_path) for n in names]  # fail on a bad task before loading a model
-    for task in tasks:
-        check_filters(task)
     template = args.template or (str(Path(args.model) / "template.yaml")
                                  if run and (Path(args.model) / "template.yaml").is_file() else None)
     if run and args.template:

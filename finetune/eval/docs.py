@@ -11,7 +11,6 @@ source's schema to the fields the task's templates use, so the hub copy and a lo
 of the same data render identically.
 """
 
-import json
 import os
 from pathlib import Path
 
@@ -47,17 +46,25 @@ def data_root(data_path: str | os.PathLike | None = None) -> Path | None:
 
 
 def _read_file(path: Path, field: str | None) -> list[dict]:
-    if path.suffix == ".jsonl":
-        with path.open(encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
-    if path.suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if field:
-            data = data[field]
-        if not isinstance(data, list):
-            raise TaskError(f"{path}: expected a list of documents (set dataset.field to the key that holds it)")
-        return data
-    raise TaskError(f"{path}: unsupported data file type {path.suffix!r}; accepted: .jsonl, .json")
+    """Documents of a local file, read by the training data readers (same bounds, same row errors).
+
+    A .json object holding one list ({"canary": "...", "examples": [...]}) is read as that list, so
+    `dataset.field` names it for the reader of the file but is not needed to find it.
+    """
+    from finetune.data.errors import DataError
+    from finetune.data.sources import read_file
+
+    if not path.name.endswith((".jsonl", ".json", ".jsonl.gz", ".json.gz")):
+        raise TaskError(f"{path}: unsupported data file type {path.suffix!r}; accepted: .jsonl, .json (or .gz)")
+    try:
+        docs = []
+        for loc, row in read_file(path):
+            if isinstance(row, DataError):
+                raise row
+            docs.append(row)
+    except DataError as e:
+        raise TaskError(str(e)) from None
+    return docs
 
 
 def _load_hub(ds: dict, split: str) -> list[dict]:
@@ -72,7 +79,10 @@ def _generate(ds: dict, split: str, where: str) -> list[dict]:
         raise TaskError(f"{where}: dataset.generator: unknown generator {name!r}; accepted: {', '.join(GENERATORS)}")
     args = dict(ds.get("generator_args") or {})
     args.setdefault("n", ds.get("limit") or 1000)
-    return GENERATORS[name](split=split, **args)
+    try:
+        return GENERATORS[name](split=split, **args)
+    except (TypeError, ValueError) as e:  # an argument the generator does not take, or a bad value
+        raise TaskError(f"{where}: dataset.generator_args: {e}") from None
 
 
 def load_docs(ds: dict, where: str, *, data_path=None, split: str | None = None) -> list[dict]:
@@ -86,8 +96,16 @@ def load_docs(ds: dict, where: str, *, data_path=None, split: str | None = None)
         if ds["process"] not in PROCESSORS:
             raise TaskError(f"{where}: dataset.process: unknown processor {ds['process']!r}; "
                             f"accepted: {', '.join(PROCESSORS)}")
-        docs = [PROCESSORS[ds["process"]](d) for d in docs]
+        docs = [_process(ds["process"], d, i, where) for i, d in enumerate(docs, 1)]
     return docs
+
+
+def _process(name: str, doc, i: int, where: str) -> dict:
+    try:
+        return PROCESSORS[name](doc)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
+        raise TaskError(f"{where}: dataset.process {name!r}: document {i} does not have the fields it needs "
+                        f"({type(e).__name__}: {e}); its keys: {', '.join(map(str, doc)) if isinstance(doc, dict) else doc}") from None
 
 
 def _load_source(ds: dict, where: str, data_path, split: str) -> list[dict]:

@@ -14,9 +14,8 @@ import re
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 
-NUMBER = r"-?[\d,]*\.?\d+"  # answer_regex's number (training data reads answer lines with it)
-# The same numbers once normalised (commas are dropped), but a match starts at a digit: a long run of
-# commas no longer costs quadratic time in findall
+# A number: digits with commas (dropped when normalised) and a decimal part; a match starts at a digit,
+# so a long run of commas costs linear time in findall
 _NUMBER_RE = re.compile(r"-?(?:\d[\d,]*(?:\.\d+)?|\.\d+)")
 MAX_ZEROS = 50  # 1e400 stays "1e400": zeros written out are capped; digits given are always kept
 
@@ -24,16 +23,6 @@ MAX_ZEROS = 50  # 1e400 stays "1e400": zeros written out are capped; digits give
 def format_answer(answer: str, answer_format: str) -> str:
     """The final-answer line a training target ends with."""
     return answer_format.replace("{answer}", str(answer))
-
-
-def answer_regex(answer_format: str) -> re.Pattern:
-    """Regex that finds the declared final-answer line and captures the answer (training data's answer lines).
-
-    Not for model outputs: it backtracks cubically on long runs of spaces; extract_strict is linear."""
-    head, _, tail = answer_format.partition("{answer}")
-    tail = tail.rstrip(".")  # "The answer is 7" should still count without the full stop
-    return re.compile(re.escape(head) + r"\s*(" + NUMBER + r"|[^\n]+?)" + re.escape(tail) + r"\s*\.?\s*$",
-                      re.MULTILINE)
 
 
 def _plain(sign: str, digits: str, exp: int) -> str:
@@ -106,6 +95,36 @@ def extract_strict(text: str, answer_format: str = "#### {answer}") -> str | Non
             return normalize_number(text[p:answer_end])
         i = text.find(head, i + 1)
     return None
+
+
+def last_answer_line(text: str, answer_format: str = "#### {answer}") -> tuple[int, str] | None:
+    """(where the last declared final-answer line starts, its answer as written), or None.
+
+    Training data splits "...worked steps...\n#### 72" with it (`split_answer`); linear in the text."""
+    head, tail = _format_parts(answer_format)
+    line_end = answer_end = -1
+    i = text.rfind(head)
+    while i >= 0:
+        p = _skip_space(text, i + len(head))
+        end = text.find("\n", p)
+        end = len(text) if end < 0 else end
+        if end != line_end:  # where the answer on a line ends does not depend on where it starts
+            line_end, answer_end = end, _answer_end(text, p, end, tail)
+        if answer_end > p:
+            return _leftmost_on_line(text, head, i, answer_end)
+        i = text.rfind(head, 0, i + len(head) - 1) if head else -1
+    return None
+
+
+def _leftmost_on_line(text: str, head: str, i: int, answer_end: int) -> tuple[int, str]:
+    """The first head on the line of text[i] whose answer still ends at answer_end (as a regex match would)."""
+    j = text.find(head, text.rfind("\n", 0, i) + 1)
+    while j < i:
+        p = _skip_space(text, j + len(head))
+        if p < answer_end:
+            return j, text[p:answer_end]
+        j = text.find(head, j + 1)
+    return i, text[_skip_space(text, i + len(head)):answer_end]
 
 
 def extract_last_number(text: str) -> str | None:

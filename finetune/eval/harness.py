@@ -50,7 +50,12 @@ def model_info(model) -> dict:
 def write_json(path: Path, data) -> None:
     """Atomic write: a reader never sees half a file."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate in a model's output: write it as its \u escape
+        text = json.dumps(data, indent=2, default=str)
+    tmp.write_text(text + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 

@@ -19,7 +19,6 @@ from pathlib import Path
 from finetune.eval.compare import compare
 from finetune.eval.harness import SCORES_FILE, evaluate
 from finetune.eval.report import write_report
-from finetune.eval.scoring import check_filters
 from finetune.eval.tasks import load_task
 
 
@@ -114,8 +113,6 @@ def eval_base_and_finetuned(model, tokenizer, *, base_loader, task_names: list[s
     """
     out_dir, names = Path(out_dir), names or {}
     tasks = [load_task(n, data_path=data_path) for n in task_names]
-    for task in tasks:
-        check_filters(task)
     common = dict(template_name=template_name, batch_size=batch_size, limit=limit, seed=seed)
     tuned_scores = evaluate(model, tokenizer, tasks, out_dir / "finetuned", label="finetuned", **common)
     base_via = _eval_base(model, tokenizer, base_loader, tasks, out_dir / "base", common) if compare_base else None

@@ -116,7 +116,7 @@ def run_rolling(model, tokenizer, task, template, todo, write, *, batch_size: in
         for doc_id, doc, context, n_tokens, start, n_parts in spans:
             nll = -sum(lp for lp, _ in scored[start:start + n_parts])
             target = task.target(doc)
-            n_bytes = max(1, len(target.encode("utf-8")))
+            n_bytes = max(1, len(target.encode("utf-8", "surrogatepass")))
             write({"doc_id": doc_id, "prompt": context, "target": target, "nll": nll, "n_tokens": n_tokens,
                    "n_bytes": n_bytes, "scores": {"perplexity": math.exp(nll / n_tokens),
                                                   "bits_per_byte": nll / math.log(2) / n_bytes}})

@@ -19,42 +19,12 @@ from finetune.eval.extract import extract_last_number, extract_strict, normalize
 from finetune.eval.taskfile import TaskError
 
 BUCKETS = ("correct", "truncated", "no_answer", "wrong")
-_ARGUMENT_TYPES = {"format": (str, "a string with {answer}"), "pattern": (str, "a regular expression string"),
-                   "group_select": (int, "an integer (0: first match, -1: last)"), "k": (int, "an integer >= 1")}
-_REQUIRED = {"answer_format": "format", "regex": "pattern", "take_first_k": "k"}  # function -> its argument
-
-
 @lru_cache(maxsize=None)
 def _compiled(pattern: str) -> re.Pattern:
     try:
         return re.compile(pattern)
     except (re.error, RecursionError, OverflowError) as e:
         raise TaskError(f"filter regex: pattern {pattern!r} is not a valid regular expression: {e}") from None
-
-
-def _step_problems(step: dict) -> list[str]:
-    """What is wrong with one filter step's arguments (taskfile.validate has checked their names)."""
-    fn, out = step.get("function"), []
-    for arg, (tp, wanted) in _ARGUMENT_TYPES.items():
-        value = step.get(arg)
-        if arg in step and (not isinstance(value, tp) or isinstance(value, bool) or (arg == "k" and value < 1)):
-            out.append(f"{fn}: {arg}: expected {wanted}, got {value!r}")
-    if fn in _REQUIRED and _REQUIRED[fn] not in step:
-        out.append(f"{fn}: {_REQUIRED[fn]}: required ({_ARGUMENT_TYPES[_REQUIRED[fn]][1]})")
-    if fn == "regex" and isinstance(step.get("pattern"), str):
-        try:
-            _compiled(step["pattern"])
-        except TaskError as e:
-            out.append(str(e))
-    return out
-
-
-def check_filters(task) -> None:
-    """Raise one TaskError for filter arguments that would fail at scoring time (bad regex, wrong types)."""
-    problems = [f"filter_list ({name}): {p}" for name, steps in task.filters for step in steps
-                for p in _step_problems(step)]
-    if problems:
-        raise TaskError(f"{len(problems)} problem(s) in task {task.path}:\n  " + "\n  ".join(problems))
 
 
 def _regex(text: str, pattern: str, group_select: int = 0) -> str | None:

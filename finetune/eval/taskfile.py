@@ -20,6 +20,7 @@ FILTER_FUNCTIONS = {  # function -> its accepted arguments and their types
     "answer_format": {"format": str}, "last_number": {}, "regex": {"pattern": str, "group_select": int},
     "take_first": {}, "take_first_k": {"k": int}, "majority_vote": {},
 }
+REQUIRED_ARGS = {"answer_format": ("format",), "regex": ("pattern",), "take_first_k": ("k",)}
 SCHEMA = {
     "task": str, "description": str, "include": str, "metadata": dict,
     "dataset": {"hub": str, "name": str, "file": str, "field": str, "generator": str, "generator_args": dict,
@@ -134,7 +135,14 @@ def _check_filters(filters: list, where, problems: list):
                                           or isinstance(value, bool)):
                     accepted = ", ".join(f"{a} ({_type_name(t)})" for a, t in args.items()) or "no arguments"
                     problems.append(f"{where('filter_list')}: filter_list[{i}] ({_short(entry['name'])}): {fn}: "
-                                    f"{_short(arg)}: {_short(value)} is not accepted; accepted: {accepted}")
+                                    f"{str(arg)[:60]}: {_short(value)} is not accepted; accepted: {accepted}")
+            missing = [a for a in REQUIRED_ARGS.get(fn, ()) if a not in step]
+            if missing:
+                problems.append(f"{where('filter_list')}: filter_list[{i}] ({_short(entry['name'])}): {fn}: "
+                                f"{missing[0]}: required")
+            if fn == "take_first_k" and isinstance(step.get("k"), int) and step["k"] < 1:
+                problems.append(f"{where('filter_list')}: filter_list[{i}] ({_short(entry['name'])}): take_first_k: "
+                                f"k: must be >= 1, got {step['k']}")
             if fn == "regex" and isinstance(step.get("pattern"), str):
                 try:
                     re.compile(step["pattern"])
@@ -183,7 +191,8 @@ def validate(spec: dict, path: Path, lines: dict[str, str]) -> None:
         problems.append(f"{where('fewshot.split')}: fewshot.num: required with fewshot.split (how many to sample)")
     if isinstance(spec.get("filter_list"), list):
         _check_filters(spec["filter_list"], where, problems)
-    for i, m in enumerate(spec.get("metric_list") or []):
+    metrics = spec.get("metric_list") if isinstance(spec.get("metric_list"), list) else []
+    for i, m in enumerate(metrics):
         name = m.get("metric") if isinstance(m, dict) else m
         if not isinstance(name, str) or METRICS.get(name) is None or otype not in METRICS[name]:
             ok = [k for k, v in METRICS.items() if otype in v]
