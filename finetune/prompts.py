@@ -18,6 +18,7 @@ saved in each run directory.
 from dataclasses import dataclass
 from pathlib import Path
 
+from finetune.errors import UserError
 from finetune.resources import resource_dir
 from finetune.yamlfile import read_text, read_yaml_file
 
@@ -25,7 +26,7 @@ WRAPS = ("chat", "raw")
 KEYS = ("wrap", "user", "system", "exemplars", "exemplar", "description")  # every key a template file may have
 
 
-class TemplateError(ValueError):
+class TemplateError(UserError):
     pass
 
 

@@ -14,10 +14,11 @@ import types
 import typing
 from typing import Any, Literal, Union
 
+from finetune.errors import UserError
 from finetune.yamlfile import load_yaml
 
 
-class RecipeError(ValueError):
+class RecipeError(UserError):
     """All problems found in one file, each with its place; str() is the user-facing text."""
 
     def __init__(self, problems: list[str], header: str | None = None):

@@ -6,8 +6,10 @@ Every reader and format check raises this (or, with `skip_invalid_rows`, counts 
 bad file stops with the file, the row, the field, and what would have been accepted.
 """
 
+from finetune.errors import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError):
     """A problem in a dataset file, definition or the data it yields; str() is the user-facing text."""
 
 

@@ -75,7 +75,7 @@ def _run_tokenizer(run_dir: Path, model, fallback: Path | None = None):
 
 def load_for_eval(path, *, dtype: str = "float32"):
     """(model, tokenizer) for a run directory (LoRA adapter on its base, or full weights) or any model spec."""
-    from finetune.model import DTYPES, load_model
+    from finetune.model import load_model, torch_dtype
 
     p = Path(path)
     if not is_run_dir(p):
@@ -89,7 +89,7 @@ def load_for_eval(path, *, dtype: str = "float32"):
     else:
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(str(p / "model"), dtype=DTYPES[dtype], use_safetensors=True)
+        model = AutoModelForCausalLM.from_pretrained(str(p / "model"), dtype=torch_dtype(dtype), use_safetensors=True)
         tokenizer = _run_tokenizer(p, model, fallback=p / "model")
     model.eval()
     return model, tokenizer

@@ -8,6 +8,7 @@ file, the line, the key and what is accepted.
 import re
 from pathlib import Path
 
+from finetune.errors import UserError
 from finetune.yamlfile import read_yaml_file
 
 OUTPUT_TYPES = ("generate_until", "multiple_choice", "loglikelihood_rolling")
@@ -39,7 +40,7 @@ BOUNDS = {  # numeric key -> (lowest, highest) accepted; an interval open at 0 i
 }
 
 
-class TaskError(ValueError):
+class TaskError(UserError):
     """A task file or task data problem; the message names the file, the key and what is accepted."""
 
 
