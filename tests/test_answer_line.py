@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import SHARED_DATA
-from finetune.eval.extract import last_answer_line
+from finetune.answers import last_answer_line
 
 FORMATS = ["#### {answer}", "The answer is {answer}.", "Answer: {answer}"]
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from finetune.eval.extract import extract_answer, extract_last_number, extract_strict, format_answer, normalize_number
+from finetune.answers import extract_answer, extract_last_number, extract_strict, format_answer, normalize_number
 from finetune.eval.scoring import aggregate, apply_filter, bucket, exact_match, score_choices
 
 

@@ -17,7 +17,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from finetune.eval.extract import extract_last_number, extract_strict, normalize_number
+from finetune.answers import extract_last_number, extract_strict, normalize_number
 from finetune.eval.records import RecordStore, read_records
 from finetune.eval.scoring import (BUCKETS, aggregate, apply_filter, bucket, exact_match,
                                    failure_counts, score_choices, score_generation)

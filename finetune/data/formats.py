@@ -22,7 +22,7 @@ Every problem raises DataError naming the row, the field, its column and what wa
 """
 
 from finetune.data.errors import DataError, describe, short
-from finetune.eval.extract import format_answer, last_answer_line
+from finetune.answers import format_answer, last_answer_line
 
 FORMATS = {  # format -> (required fields, optional fields)
     "alpaca": (("instruction", "output"), ("input",)),

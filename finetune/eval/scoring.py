@@ -3,7 +3,7 @@
 A filter pipeline turns a doc's responses (one, or k for self-consistency) into one answer:
 extraction steps map every response (`answer_format`, `last_number`, `regex`), reducing
 steps pick among them (`take_first`, `take_first_k`, `majority_vote`). Extraction uses the
-project's one `extract_answer` code (finetune/eval/extract.py).
+project's one answer-extraction module (finetune/answers.py).
 
 Every metric is a ratio of sums over samples, so a score and its bootstrap resamples are
 computed the same way: mean metrics are (value, 1) per sample; perplexity is
@@ -15,7 +15,7 @@ import re
 from collections import Counter
 from functools import lru_cache
 
-from finetune.eval.extract import extract_last_number, extract_strict, normalize_number
+from finetune.answers import extract_last_number, extract_strict, normalize_number
 from finetune.eval.taskfile import TaskError
 
 BUCKETS = ("correct", "truncated", "no_answer", "wrong")

@@ -1,4 +1,4 @@
-"""Answer extraction: one function used by training data, scoring and reports.
+"""Answer extraction, the one home for it: training data (split_answer, answer lines), scoring and reports.
 
 Pure string code, no torch. `answer_format` is the declaration a CoT dataset makes about
 how its completions end, e.g. "#### {answer}" (GSM8K) or "The answer is {answer}.".
