@@ -12,18 +12,16 @@ the entry's `path:` (a file, or a folder laid out like the `local:` paths), else
 """
 
 import difflib
-import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from finetune.data.errors import DataError
 from finetune.data.formats import FORMATS
 from finetune.recipe import DatasetSpec
-from finetune.resources import resource_dir
+from finetune.resources import DATA_ENV, data_root, resource_dir
 from finetune.schema import RecipeError, build
 from finetune.yamlfile import read_text
 
-DATA_ENV = "FINETUNE_DATA_DIR"
 
 
 @dataclass
@@ -88,11 +86,6 @@ def resolve_spec(spec: DatasetSpec, index: int = 0) -> RegistryEntry:
     if "source" in overrides:  # `local` is a copy of the definition's source, not of the recipe's
         overrides["local"] = None
     return replace(base, **overrides)
-
-
-def data_root(data_dir: str | None) -> Path | None:
-    chosen = data_dir or os.environ.get(DATA_ENV)
-    return Path(chosen).expanduser() if chosen else None
 
 
 def locate(entry: RegistryEntry, data_dir: str | None = None) -> str:

@@ -11,13 +11,12 @@ source's schema to the fields the task's templates use, so the hub copy and a lo
 of the same data render identically.
 """
 
-import os
 from pathlib import Path
 
 from finetune.data.synthetic import GENERATORS
 from finetune.eval.taskfile import TaskError
+from finetune.resources import DATA_ENV, data_root
 
-DATA_ENV = "FINETUNE_DATA_DIR"
 
 
 def _arc(doc: dict) -> dict:
@@ -38,11 +37,6 @@ def _self_instruct(doc: dict) -> dict:
 
 
 PROCESSORS = {"arc": _arc, "self_instruct": _self_instruct}
-
-
-def data_root(data_path: str | os.PathLike | None = None) -> Path | None:
-    chosen = data_path or os.environ.get(DATA_ENV)
-    return Path(chosen).expanduser() if chosen else None
 
 
 def _read_file(path: Path, field: str | None) -> list[dict]:
