@@ -6,6 +6,7 @@
     finetune preview recipes/quickstart.yaml -n 3
     finetune eval runs/quickstart --tasks arith_cot
     finetune compare runs/a/eval/finetuned runs/b/eval/finetuned
+    finetune export runs/quickstart --merge          a standard transformers folder (default RUN/export)
     finetune ls datasets|tasks|templates|recipes
 
 User errors (bad recipe, data, paths) print one message and exit with status 2;

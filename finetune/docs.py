@@ -1,4 +1,7 @@
-"""Recipe reference generated from the schema: every key once, with its help text."""
+"""References generated from the schemas: every recipe key and every task-file key once.
+
+    python -m finetune.docs      # rewrites the tables in README.md and eval/README.md
+"""
 
 import dataclasses
 import typing
@@ -38,17 +41,51 @@ def schema_reference() -> str:
     return "\n".join(lines)
 
 
-def update_readme(path: str = "README.md") -> bool:
-    """Rewrite the recipe reference table in README.md; True if it changed."""
+def task_reference() -> str:
+    """Markdown table of every eval task-file key (finetune/eval/taskfile.py SCHEMA, BOUNDS, HELP)."""
+    from finetune.eval.taskfile import BOUNDS, HELP, SCHEMA, _type_name
+
+    lines = ["| task key | type | meaning |", "|---|---|---|"]
+    for key, tp in _task_keys(SCHEMA):
+        kind = "a mapping" if isinstance(tp, dict) else "a number" if tp == (int, float) else _type_name(tp)
+        if key in BOUNDS:
+            *gt, lo, hi = BOUNDS[key]
+            kind += f", {'>' if gt else '>='} {lo} and <= {hi:,}"
+        lines.append(f"| `{key}` | {kind} | {HELP[key]} |")
+    return "\n".join(lines)
+
+
+def _task_keys(schema: dict, prefix: str = ""):
+    for key, tp in schema.items():
+        yield prefix + key, tp
+        if isinstance(tp, dict):
+            yield from _task_keys(tp, f"{prefix}{key}.")
+
+
+TABLES = {  # file -> (the header line that starts its generated table, the function that writes it)
+    "README.md": ("| key | type | default | meaning |", schema_reference),
+    "eval/README.md": ("| task key | type | meaning |", task_reference),
+}
+
+
+def update_readmes(root=None) -> list[str]:
+    """Rewrite each generated table in place; the files that changed."""
     import re
     from pathlib import Path
 
-    text = Path(path).read_text(encoding="utf-8")
-    new = re.sub(r"\| key \| type \| default \| meaning \|\n(\|.*\|\n)+", lambda m: schema_reference() + "\n", text,
-                 count=1)
-    Path(path).write_text(new, encoding="utf-8")
-    return new != text
+    from finetune.resources import project_root
+
+    changed = []
+    for name, (header, make) in TABLES.items():
+        path = Path(root or project_root()) / name
+        text = path.read_text(encoding="utf-8")
+        new = re.sub(re.escape(header) + r"\n(\|.*\|\n)+", lambda m: make() + "\n", text, count=1)
+        if new != text:
+            path.write_text(new, encoding="utf-8")
+            changed.append(name)
+    return changed
 
 
 if __name__ == "__main__":
-    print("README.md updated" if update_readme() else "README.md already up to date")
+    changed = update_readmes()
+    print(f"updated {', '.join(changed)}" if changed else "tables already up to date")
