@@ -64,11 +64,11 @@ def child(variant: str, recipe: str) -> None:
     import torch
 
     import finetune.attention
-    import finetune.faults
     import finetune.fused_lora
     import finetune.lmhead
     import finetune.perf
     import finetune.train
+    import finetune.trainer
     from finetune import cli
 
     spec = VARIANTS[variant]
@@ -93,8 +93,8 @@ def child(variant: str, recipe: str) -> None:
                 setattr(config, key, value)
             return config
         finetune.train.sft_config = patched
-    on_log = finetune.faults.JsonlLogger.on_log
-    finetune.faults.JsonlLogger.on_log = lambda self, args, state, control, logs=None, **kw: on_log(
+    on_log = finetune.trainer.TrainLog.on_log
+    finetune.trainer.TrainLog.on_log = lambda self, args, state, control, logs=None, **kw: on_log(
         self, args, state, control, logs={**(logs or {}), "t": time.time()}, **kw)
     sys.exit(cli.main(["train", recipe, *spec.get("overrides", [])]))
 

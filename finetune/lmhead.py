@@ -13,7 +13,7 @@ forward pass; it is computed there chunk by chunk and kept (hidden-sized), so ne
 logits nor a recomputation are kept for backward: the same FLOPs as the plain head, and
 peak memory falls by the logits (~0.5 GB at batch 4 here).
 
-The trainer installs it on CPU only (see `faults.guarded_trainer_class`); on a GPU
+The trainer installs it on CPU only (see `finetune/trainer.py`); on a GPU
 TRL's kernel stays. Proven against trl 1.16.0 (tests/test_lmhead.py compares it with TRL's
 head; README "Tested versions"). It needs what trl 1.15 introduced: SFTTrainer patches
 `model.forward` with `fused_lm_head` and expects `trl.trainer.utils.FusedCausalLMOutput`.

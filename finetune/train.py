@@ -19,10 +19,11 @@ from finetune.launch import is_main
 from finetune.data.audit import audit
 from finetune.data.build import build_datasets
 from finetune.data.tokenize import IGNORE
-from finetune.faults import Interrupted, JsonlLogger, StopOnSignal, explain_oom, guarded_trainer_class
+from finetune.faults import Interrupted, explain_oom
 from finetune.methods import apply_method, format_table, trainable_table
 from finetune.model import load_base, resolve_model
 from finetune.recipe import Recipe, dump_recipe
+from finetune.trainer import FinetuneTrainer, StopOnSignal, TrainLog
 
 
 def sft_config(recipe: Recipe, run_dir: Path, checkpointing: bool):
@@ -120,10 +121,10 @@ def fit(recipe: Recipe, run_dir: Path, model, tokenizer, bundle, resuming: bool,
     train_set, val_set = bundle.train, bundle.val
     if _padding_free(recipe):
         train_set, val_set = (cut_to_max_length(d, recipe.data.max_length) for d in (train_set, val_set))
-    trainer = guarded_trainer_class()(
+    trainer = FinetuneTrainer(
         model=model, args=sft_config(recipe, run_dir, checkpointing), train_dataset=train_set, eval_dataset=val_set,
         processing_class=tokenizer,
-        callbacks=[JsonlLogger(log_path, int(ckpt.rsplit("-", 1)[1]) if ckpt else 0), stopper])
+        callbacks=[TrainLog(log_path, int(ckpt.rsplit("-", 1)[1]) if ckpt else 0), stopper])
     if ckpt:
         print(f"[finetune] resuming from {ckpt}", flush=True)
     stopper.install()

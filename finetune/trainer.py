@@ -1,0 +1,131 @@
+"""The trainer: TRL's SFTTrainer, guarded against a non-finite loss, with the speed paths on while it trains.
+
+    trainer = FinetuneTrainer(model=model, args=sft_config(...), train_dataset=rows, processing_class=tok,
+                              callbacks=[TrainLog(path), StopOnSignal()])
+
+TRL runs the training loop; this subclass adds two things to it:
+
+- a non-finite loss on any micro-step raises `TrainingError` before the step is checkpointed,
+  so the last checkpoint on disk is the last good one;
+- the speed paths are entered for the length of transformers' `_inner_training_loop`, which
+  runs after `train()` has switched checkpointing on (and with it the embeddings'
+  requires-grad hook that the backward stop must follow).
+
+The callbacks: `TrainLog` appends every log record to the run's train log; `StopOnSignal`
+turns the first Ctrl-C (SIGINT) or a SIGTERM into "checkpoint after this step, then stop"
+(a second Ctrl-C aborts at once).
+"""
+
+import contextlib
+import json
+import math
+import signal
+from pathlib import Path
+
+from transformers import TrainerCallback
+from trl import SFTTrainer
+
+from finetune.faults import TrainingError
+from finetune.launch import is_main
+
+
+class FinetuneTrainer(SFTTrainer):
+    """SFTTrainer that refuses a non-finite loss and turns the speed paths on while it trains."""
+
+    def train(self, *args, **kwargs):
+        if not hasattr(SFTTrainer, "_inner_training_loop"):  # the override below would never run: say so
+            from finetune.perf import fallback
+            fallback("speed paths (compact loss head, per-example attention, fused LoRA forward, backward stop)",
+                     "transformers",
+                     "Trainer._inner_training_loop, run after train() has switched checkpointing on")
+        return super().train(*args, **kwargs)
+
+    def _inner_training_loop(self, *args, **kwargs):
+        with _speed_paths(self):
+            return super()._inner_training_loop(*args, **kwargs)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise TrainingError(
+                f"loss became {value} at step {self.state.global_step + 1}; stopped before saving it, so "
+                "the last checkpoint in checkpoints/ is the last good one. Lower train.lr "
+                f"(now {self.args.learning_rate}) or set train.max_grad_norm, then rerun to resume.")
+        return loss
+
+
+@contextlib.contextmanager
+def _speed_paths(trainer):
+    from finetune.attention import segment_attention
+    from finetune.fused_lora import fused_lora
+    from finetune.lmhead import add_compact_lm_head
+    from finetune.perf import stop_input_grads
+
+    args, model = trainer.args, trainer.model
+    if args.device.type == "cpu":
+        add_compact_lm_head(model.get_base_model() if hasattr(model, "get_base_model") else model)
+    stop = stop_input_grads(model, args.activation_checkpointing_kwargs) if args.activation_checkpointing else None
+    try:
+        with segment_attention(model), fused_lora(model):
+            yield
+    finally:
+        if stop is not None:
+            stop.remove()
+
+
+class TrainLog(TrainerCallback):
+    """Appends every trainer log record (loss, lr, grad norm) to the run's train log, one JSON object a line."""
+
+    def __init__(self, path: Path, resume_step: int = 0):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() and is_main():  # drop records a killed run wrote after its last checkpoint
+            keep = [l for l in path.read_text(encoding="utf-8").splitlines()
+                    if l.strip() and _step(l) is not None and _step(l) <= resume_step]
+            path.write_text("".join(l + "\n" for l in keep), encoding="utf-8")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        record = {"step": state.global_step, "epoch": round(state.epoch or 0, 4), **logs}
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+
+
+def _step(line: str):
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return None  # a line cut short by a kill
+
+
+class StopOnSignal(TrainerCallback):
+    """SIGINT/SIGTERM: checkpoint at the end of the current step, then stop."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def install(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._handle)
+        return self
+
+    def uninstall(self):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\n[finetune] stopping: writing a checkpoint after this step (Ctrl-C again to abort now)",
+              flush=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.requested:
+            control.should_save = True
+            control.should_training_stop = True
