@@ -78,6 +78,8 @@ def problems(recipe: Recipe) -> list[tuple[str, str]]:
         _guard(out, f"data.datasets[{i}]", "", lambda i=i, spec=spec: _dataset(recipe, i, spec))
     for i, name in enumerate(recipe.eval.tasks):
         _guard(out, f"eval.tasks[{i}]", f"eval.tasks[{i}]: ", lambda name=name: _task(name))
+    for i, name in enumerate(recipe.eval.guard_tasks):
+        _guard(out, f"eval.guard_tasks[{i}]", f"eval.guard_tasks[{i}]: ", lambda name=name: _task(name))
     blocked = _unwritable(recipe.run_dir())
     if blocked:
         out.append(("output.dir", f"output.dir: cannot create {recipe.run_dir()}: {blocked}"))
@@ -89,3 +91,58 @@ def check(recipe: Recipe) -> None:
     if found:
         raise RecipeError([f"{recipe.where(key)}: {msg}" for key, msg in found],
                           header=f"{recipe.source_path}: {len(found)} problem(s)" if len(found) > 1 else None)
+
+
+def contamination(recipe: Recipe) -> tuple[dict, list[str]]:
+    """({task: Overlap} for every eval and guard task, [why a task or dataset was skipped]).
+
+    Reads the training rows as training does (local files, built-in generators; a hub-only
+    source is skipped here, not downloaded) and the documents each task will score."""
+    from finetune.data.contamination import overlap
+    from finetune.data.records import load_records
+
+    records, skipped = [], []
+    for i, spec in enumerate(recipe.data.datasets):
+        try:
+            entry = resolve_spec(spec, i)
+            if source_kind(locate(entry, recipe.data.data_dir)) == "hub":
+                skipped.append(f"data.datasets[{i}] ({entry.name}): a hub dataset, not read here")
+                continue
+            rows, _, _ = load_records(entry, recipe.data, recipe.train.seed)
+            records += [(f"data.datasets[{i}] ({entry.name}) record {j}", r) for j, r in enumerate(rows, 1)]
+        except (DataError, OSError) as e:
+            skipped.append(f"data.datasets[{i}]: {str(e)[:200]}")
+    found = {}
+    for name in [*recipe.eval.tasks, *getattr(recipe.eval, "guard_tasks", [])]:
+        docs = _task_docs(name, recipe.eval.limit, skipped)
+        if docs is not None:
+            found[name] = overlap(name, docs, records)
+    return found, skipped
+
+
+def _task_docs(name: str, limit: int | None, skipped: list[str]) -> list[tuple[int, str]] | None:
+    from finetune.eval.taskfile import TaskError
+    from finetune.eval.tasks import load_task
+
+    try:
+        task = load_task(name)
+        return [(i, _doc_text(task, doc)) for i, doc in task.docs(limit)]
+    except (TaskError, DataError, OSError) as e:
+        skipped.append(f"eval task {name}: {str(e)[:200]}")
+        return None
+
+
+def _doc_text(task, doc) -> str:
+    try:
+        return task.text(doc)
+    except Exception:  # a template that needs fields this doc lacks: compare the doc's own text
+        return " ".join(str(v) for v in doc.values()) if isinstance(doc, dict) else str(doc)
+
+
+def print_contamination(recipe: Recipe) -> None:
+    """One line per eval task (`finetune validate`, `finetune preview`): documents the training rows contain."""
+    found, skipped = contamination(recipe)
+    for item in found.values():
+        print(f"contamination: {item.line()}")
+    for why in skipped:
+        print(f"contamination: skipped {why}")

@@ -93,7 +93,7 @@ def test_every_file_type_gives_the_same_records(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from finetune.data.build import load_records
+    from finetune.data.records import load_records
     from finetune.data.registry import resolve_spec
 
     rows = [{"q": "Line one\nline two, with a comma", "a": 'say "hi"'}, {"q": "2+2?", "a": "4"}]

@@ -17,7 +17,7 @@ import yaml
 
 from finetune.cli import main
 from finetune.data import decode
-from finetune.data.build import load_records
+from finetune.data.records import load_records
 from finetune.data.errors import DataError
 from finetune.data.registry import resolve_spec
 from finetune.recipe import DataConfig, DatasetSpec

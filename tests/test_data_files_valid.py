@@ -15,7 +15,7 @@ import lzma
 
 import pytest
 
-from finetune.data.build import load_records
+from finetune.data.records import load_records
 from finetune.data.decode import lines, split_suffix
 from finetune.data.registry import resolve_spec
 from finetune.data.sources import source_kind

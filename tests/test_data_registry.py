@@ -7,7 +7,8 @@ from datasets import Dataset
 
 from conftest import SHARED_DATA
 from finetune.data import registry
-from finetune.data.build import build_datasets, load_records
+from finetune.data.build import build_datasets
+from finetune.data.records import load_records
 from finetune.data.errors import DataError
 from finetune.data.registry import format_listing, list_datasets, locate, registered_names, resolve_spec
 from finetune.prompts import available_templates, load_template

@@ -26,15 +26,14 @@ from datasets import Dataset, concatenate_datasets
 from finetune.data import tokenize as tokenize_module
 from finetune.data.audit import rows_of, token_stats
 from finetune.data.errors import DataError
-from finetune.data.formats import check_spec, expand, to_record
-from finetune.data.registry import RegistryEntry, locate, resolve_spec
-from finetune.data.sources import read_source
+from finetune.data.records import load_records
+from finetune.data.registry import RegistryEntry, resolve_spec
 from finetune.data.tokenize import encode_record, end_token_ids
 from finetune.prompts import Template, load_template
 from finetune.recipe import DataConfig
 from finetune.resources import cache_dir
 
-__all__ = ["DataBundle", "DataError", "build_datasets", "load_records"]
+__all__ = ["DataBundle", "DataError", "build_datasets"]
 
 PARALLEL_ROWS = 2_000  # below this, starting worker processes costs more than it saves
 
@@ -48,29 +47,6 @@ class DataBundle:
     specs: list[RegistryEntry]
     stats: dict = field(default_factory=dict)  # audit.token_stats of train + per-dataset rows, skips, cache hits
     answer_end: list[int] = field(default_factory=list)  # per train row: token index after the CoT answer, or -1
-
-
-def load_records(entry: RegistryEntry, cfg: DataConfig, seed: int = 0) -> tuple[list[dict], list[str], str]:
-    """(standard records, messages of skipped rows, what was read) for one resolved dataset."""
-    check_spec(entry, entry.origin)
-    source = locate(entry, cfg.data_dir)
-    records, skipped = [], []
-    for loc, row in read_source(source, entry, seed):
-        try:
-            if isinstance(row, DataError):
-                raise row
-            records += [to_record(r, entry, at) for at, r in expand(row, loc, entry)]
-        except DataError as e:
-            if not cfg.skip_invalid_rows:
-                raise
-            skipped.append(str(e))
-        if entry.limit and len(records) >= entry.limit:
-            break
-    records = records[: entry.limit] if entry.limit else records
-    if not records:
-        first = f"; {len(skipped)} invalid row(s) skipped, the first: {skipped[0]}" if skipped else ""
-        raise DataError(f"{entry.origin}: no usable rows in {source}{first}")
-    return records, skipped, source
 
 
 def _code_version() -> bytes:

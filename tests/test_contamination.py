@@ -1,0 +1,71 @@
+"""Contamination check: training rows that contain eval documents are found, fast, and named."""
+
+import json
+import random
+import time
+
+from finetune.cli import main
+from finetune.data.contamination import LOOSE_N, N, overlap, words
+from finetune.eval.tasks import load_task
+
+LONG = ("Natalia sold clips to 48 of her friends in April and then she sold half as many clips in May "
+        "how many clips did Natalia sell altogether")
+
+
+def test_normalisation_ignores_case_punctuation_and_spacing():
+    assert words("Natalia SOLD clips, to 48 (of) her\nfriends!") == ["natalia", "sold", "clips", "to", "48", "of",
+                                                                  "her", "friends"]
+
+
+def test_a_shared_13_gram_is_found_and_located():
+    docs = [(0, LONG), (1, "An unrelated question about the colour of the sky over the sea at night time")]
+    records = [("ds record 1", {"prompt": "Intro. " + LONG.upper().replace(" in ", ", in ") + "?", "completion": "72"}),
+               ("ds record 2", {"text": "nothing to see here"})]
+    found = overlap("t", docs, records)
+    assert found.doc_ids == [0] and found.examples == [(0, "ds record 1")]
+    assert f"1 of 2 documents share a {N}-gram" in found.line()
+
+
+def test_eight_grams_are_the_looser_signal():
+    ws = LONG.split()
+    record = {"text": " ".join(ws[:LOOSE_N + 2])}  # 10 words: an 8-gram, not a 13-gram
+    found = overlap("t", [(0, LONG)], [("r", record)])
+    assert found.doc_ids == [] and found.loose_ids == [0]
+
+
+def test_short_documents_match_as_a_whole_and_very_short_ones_never():
+    docs = [(0, "Is a goldfish able to live in the ocean?"), (1, "Yes or no?")]
+    records = [("r", {"prompt": "q: is a goldfish able to live in the ocean? a: no", "completion": "yes or no"})]
+    found = overlap("t", docs, records)
+    assert found.doc_ids == [0] and 1 not in found.loose_ids
+
+
+def test_tens_of_thousands_of_rows_take_seconds():
+    rng = random.Random(0)
+    vocab = [f"w{i}" for i in range(5000)]
+    docs = [(i, " ".join(rng.choice(vocab) for _ in range(60))) for i in range(1500)]
+    records = [(f"r{j}", {"prompt": " ".join(rng.choice(vocab) for _ in range(150))}) for j in range(20000)]
+    records[123] = ("r123", {"prompt": "prefix " + docs[7][1]})
+    start = time.perf_counter()
+    found = overlap("t", docs, records)
+    assert found.doc_ids == [7]
+    assert time.perf_counter() - start < 20
+
+
+def test_validate_reports_the_eval_documents_a_recipe_trains_on(tmp_path, capsys):
+    task = load_task("arith_cot")
+    docs = task.docs(40)
+    leaked = [3, 17, 29]
+    rows = [{"prompt": task.text(docs[i][1]), "completion": "#### 1"} for i in leaked]
+    data = tmp_path / "leak.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"data:\n  datasets:\n    - {{source: '{data}', format: prompt_completion}}\n"
+                      f"eval: {{tasks: [arith_cot], limit: 40}}\noutput: {{dir: '{tmp_path / 'run'}'}}\n")
+    assert main(["validate", str(recipe)]) == 0
+    out = capsys.readouterr().out
+    assert f"contamination: arith_cot: {len(leaked)} of 40 documents share a {N}-gram" in out, out
+    from finetune.preflight import contamination
+    from finetune.recipe import load_recipe
+    found, skipped = contamination(load_recipe(recipe))
+    assert found["arith_cot"].doc_ids == leaked and skipped == []
