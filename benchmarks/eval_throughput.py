@@ -46,7 +46,7 @@ def main():
         if not args.levers:
             sys.exit("lm-eval is not installed: pip install lm-eval")
     from finetune.model import load_model
-    from finetune.perf import tune_allocator
+    from finetune.speed.perf import tune_allocator
 
     tune_allocator()  # as the `finetune` command does; lm-eval runs in this same process and gets it too
     model, tokenizer = load_model(args.model)

@@ -14,13 +14,15 @@ Variants (one change each from the project's defaults):
     checkpoint every 3rd block train.gradient_checkpointing=true (what `auto` picks where memory is short)
     checkpoint every block     train.gradient_checkpointing=true, train.checkpoint_every=1 (TRL's default)
     LoRA dropout 0.05          method.dropout=0.05
-    TRL's CPU loss head        the compact head (finetune/lmhead.py) not installed
-    backward to the embeddings checkpoint every 3rd block without finetune/perf.py's stop_input_grads
-                               (compare with "checkpoint every 3rd block")
+    no speed paths             train.speed_paths=false: every path of finetune/speed/ off (TRL's plain path)
+    TRL's CPU loss head        speed path loss_head off (finetune/speed/lmhead.py)
+    backward to the embeddings checkpoint every 3rd block with speed path backward_stop off
+                               (finetune/speed/perf.py; compare with "checkpoint every 3rd block")
     masked attention           padding-free rows through transformers' sdpa with a block-diagonal mask
-                               (finetune/attention.py not used)
-    PEFT's LoRA forward        finetune/fused_lora.py not used (scale and sum as separate passes)
-    no malloc tuning           finetune/perf.py's tune_allocator not applied
+                               (speed path attention off, finetune/speed/attention.py)
+    PEFT's LoRA forward        speed path fused_lora off (finetune/speed/fused_lora.py: scale and sum as
+                               separate passes)
+    no malloc tuning           finetune/speed/perf.py's tune_allocator not applied
     group by length            SFTConfig train_sampling_strategy="group_by_length"
     fused AdamW                SFTConfig optim="adamw_torch_fused"
     1 thread                   torch.set_num_threads(1) (2 cores here)
@@ -30,7 +32,6 @@ Variants (one change each from the project's defaults):
 """
 
 import argparse
-import contextlib
 import json
 import sys
 import tempfile
@@ -45,10 +46,11 @@ VARIANTS = {
     "checkpoint every 3rd block": {"overrides": ["train.gradient_checkpointing=true"]},
     "checkpoint every block": {"overrides": ["train.gradient_checkpointing=true", "train.checkpoint_every=1"]},
     "LoRA dropout 0.05": {"overrides": ["method.dropout=0.05"]},
-    "TRL's CPU loss head": {"trl_head": True},
-    "backward to the embeddings": {"keep_input_grads": True, "overrides": ["train.gradient_checkpointing=true"]},
-    "masked attention": {"masked_attention": True},
-    "PEFT's LoRA forward": {"peft_forward": True},
+    "no speed paths": {"overrides": ["train.speed_paths=false"]},
+    "TRL's CPU loss head": {"speed_off": ["loss_head"]},
+    "backward to the embeddings": {"speed_off": ["backward_stop"], "overrides": ["train.gradient_checkpointing=true"]},
+    "masked attention": {"speed_off": ["attention"]},
+    "PEFT's LoRA forward": {"speed_off": ["fused_lora"]},
     "no malloc tuning": {"no_malloc": True},
     "group by length": {"config": {"train_sampling_strategy": "group_by_length"}},
     "fused AdamW": {"config": {"optim": "adamw_torch_fused"}},
@@ -60,31 +62,19 @@ VARIANTS = {
 
 
 def child(variant: str, recipe: str) -> None:
-    """Runs `finetune train` in this process with the variant's change; step times go to the log."""
+    """Trains in this process as `finetune train` does, with the variant's change; step times go to the log."""
     import torch
 
-    import finetune.attention
-    import finetune.fused_lora
-    import finetune.lmhead
-    import finetune.perf
     import finetune.train
-    import finetune.trainer
-    from finetune import cli
+    from finetune.recipe import load_recipe
+    from finetune.speed.perf import tune_allocator
 
     spec = VARIANTS[variant]
+    if not spec.get("no_malloc"):
+        tune_allocator()  # as the finetune command does when it starts
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
-    if spec.get("trl_head"):
-        finetune.lmhead.add_compact_lm_head = lambda model: False
-    if spec.get("keep_input_grads"):
-        finetune.perf.stop_input_grads = lambda model, kwargs: None
-    if spec.get("masked_attention"):
-        finetune.attention.segment_attention = contextlib.nullcontext
-    if spec.get("peft_forward"):
-        finetune.fused_lora.fused_lora = lambda model: contextlib.nullcontext(0)
-    if spec.get("no_malloc"):
-        finetune.perf.tune_allocator = lambda: False
-    if spec.get("config"):
+    if spec.get("config"):  # SFTConfig settings the recipe does not expose
         make = finetune.train.sft_config
 
         def patched(*args, **kwargs):
@@ -93,10 +83,7 @@ def child(variant: str, recipe: str) -> None:
                 setattr(config, key, value)
             return config
         finetune.train.sft_config = patched
-    on_log = finetune.trainer.TrainLog.on_log
-    finetune.trainer.TrainLog.on_log = lambda self, args, state, control, logs=None, **kw: on_log(
-        self, args, state, control, logs={**(logs or {}), "t": time.time()}, **kw)
-    sys.exit(cli.main(["train", recipe, *spec.get("overrides", [])]))
+    finetune.train.train(load_recipe(recipe, spec.get("overrides", [])), speed_off=spec.get("speed_off", ()))
 
 
 def measure(variant: str, args, work: Path) -> dict:
@@ -107,10 +94,10 @@ def measure(variant: str, args, work: Path) -> dict:
                                           max_length=512, out=out))
     run, rss = peak_rss_mib([sys.executable, __file__, "--child", variant, str(recipe)])
     log = [json.loads(line) for line in (out / "logs" / "train_log.jsonl").read_text().splitlines()]
-    steps = [r for r in log if "num_tokens" in r and "t" in r]
+    steps = [r for r in log if "num_tokens" in r and "time" in r]
     first, last = steps[1], steps[-1]   # from the end of step 2: warm-up and compilation excluded
     manifest = json.loads((out / "manifest.json").read_text())
-    return {"steady_tokens_per_s": (last["num_tokens"] - first["num_tokens"]) / (last["t"] - first["t"]),
+    return {"steady_tokens_per_s": (last["num_tokens"] - first["num_tokens"]) / (last["time"] - first["time"]),
             "tokens_per_s": last["num_tokens"] / manifest["train_metrics"]["train_runtime"],
             "tokens": last["num_tokens"], "peak_rss_mib": rss, "final_loss": steps[-1].get("loss")}
 

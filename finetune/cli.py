@@ -123,7 +123,7 @@ LAZY_COMMANDS = {
 
 def main(argv=None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from finetune.perf import tune_allocator
+    from finetune.speed.perf import tune_allocator
     tune_allocator()
     parser = build_parser(argv)
     args = parser.parse_args(argv)

@@ -143,6 +143,8 @@ class TrainConfig:
         "checkpoint_every). auto: only when the memory estimate without it passes half the free memory.")
     checkpoint_every: int = _f(3, "With gradient_checkpointing, recompute every n-th block only: 1 = all "
                                "(TRL's default, least memory, slowest); 3 = a third (benchmarks/levers.py).", min=1)
+    speed_paths: bool = _f(True, "Faster equivalents of library code while training (finetune/speed/); false: "
+                           "TRL's plain path, the same loss curve, slower on CPU.")
 
 
 @dataclass

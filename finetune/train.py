@@ -113,18 +113,27 @@ def setup_model(recipe: Recipe):
     return model, tokenizer, table, est, checkpointing
 
 
-def fit(recipe: Recipe, run_dir: Path, model, tokenizer, bundle, resuming: bool, checkpointing: bool):
+def make_trainer(recipe: Recipe, run_dir: Path, model, tokenizer, bundle, checkpointing: bool, callbacks=(),
+                 speed_off=(), trainer_class=None):
+    """Our trainer on the recipe's data and TRL settings; `trainer_class=SFTTrainer` gives TRL's own on the same."""
+    train_set, val_set = bundle.train, bundle.val
+    if _padding_free(recipe):
+        train_set, val_set = (cut_to_max_length(d, recipe.data.max_length) for d in (train_set, val_set))
+    kwargs = dict(model=model, args=sft_config(recipe, run_dir, checkpointing), train_dataset=train_set,
+                  eval_dataset=val_set, processing_class=tokenizer, callbacks=list(callbacks))
+    if trainer_class is not None:
+        return trainer_class(**kwargs)
+    return FinetuneTrainer(**kwargs, speed_paths=recipe.train.speed_paths, speed_off=speed_off)
+
+
+def fit(recipe: Recipe, run_dir: Path, model, tokenizer, bundle, resuming: bool, checkpointing: bool,
+        speed_off=()):
     """TRL SFTTrainer.train(), resuming from the last complete checkpoint; returns the trainer and metrics."""
     log_path = run_dir / "logs" / "train_log.jsonl"
     ckpt = rundir.last_checkpoint(run_dir) if resuming else None
     stopper = StopOnSignal()
-    train_set, val_set = bundle.train, bundle.val
-    if _padding_free(recipe):
-        train_set, val_set = (cut_to_max_length(d, recipe.data.max_length) for d in (train_set, val_set))
-    trainer = FinetuneTrainer(
-        model=model, args=sft_config(recipe, run_dir, checkpointing), train_dataset=train_set, eval_dataset=val_set,
-        processing_class=tokenizer,
-        callbacks=[TrainLog(log_path, int(ckpt.rsplit("-", 1)[1]) if ckpt else 0), stopper])
+    trainer = make_trainer(recipe, run_dir, model, tokenizer, bundle, checkpointing, speed_off=speed_off,
+                           callbacks=[TrainLog(log_path, int(ckpt.rsplit("-", 1)[1]) if ckpt else 0), stopper])
     if ckpt:
         print(f"[finetune] resuming from {ckpt}", flush=True)
     stopper.install()
@@ -143,13 +152,16 @@ def fit(recipe: Recipe, run_dir: Path, model, tokenizer, bundle, resuming: bool,
     return trainer, result.metrics
 
 
-def train(recipe: Recipe, *, overwrite: bool = False):
-    """Train per the recipe; returns (run_dir, model, tokenizer, manifest), the trained model in memory."""
+def train(recipe: Recipe, *, overwrite: bool = False, speed_off=()):
+    """Train per the recipe; returns (run_dir, model, tokenizer, manifest), the trained model in memory.
+
+    `speed_off`: speed paths to leave off (`finetune.speed.PATHS`), for benchmarks/levers.py.
+    """
     run_dir = recipe.run_dir()
     resuming = rundir.prepare(run_dir, overwrite or recipe.output.overwrite)
     rundir.set_status(run_dir, "running")
     try:
-        return _train(recipe, run_dir, resuming)
+        return _train(recipe, run_dir, resuming, speed_off)
     except BaseException as e:
         error = "interrupted; rerun the same command to resume" if isinstance(e, (Interrupted, KeyboardInterrupt)) \
             else f"{type(e).__name__}: {e}"[:500]
@@ -157,7 +169,7 @@ def train(recipe: Recipe, *, overwrite: bool = False):
         raise
 
 
-def _train(recipe: Recipe, run_dir: Path, resuming: bool):
+def _train(recipe: Recipe, run_dir: Path, resuming: bool, speed_off=()):
     started = time.time()
     rundir.write_atomic(run_dir / "recipe.yaml", dump_recipe(recipe))
     set_seed(recipe.train.seed)
@@ -179,7 +191,7 @@ def _train(recipe: Recipe, run_dir: Path, resuming: bool):
     rundir.write_json(run_dir / "manifest.json", manifest)
 
     t_train = time.time()
-    trainer, metrics = fit(recipe, run_dir, model, tokenizer, bundle, resuming, checkpointing)
+    trainer, metrics = fit(recipe, run_dir, model, tokenizer, bundle, resuming, checkpointing, speed_off)
     manifest["wall_times"]["train_s"] = round(time.time() - t_train, 2)
     manifest["train_metrics"] = metrics
     model = trainer.model

@@ -16,32 +16,41 @@ turns the first Ctrl-C (SIGINT) or a SIGTERM into "checkpoint after this step, t
 (a second Ctrl-C aborts at once).
 """
 
-import contextlib
 import json
 import math
 import signal
+import time
 from pathlib import Path
 
 from transformers import TrainerCallback
 from trl import SFTTrainer
 
+from finetune import speed
 from finetune.faults import TrainingError
 from finetune.launch import is_main
 
 
 class FinetuneTrainer(SFTTrainer):
-    """SFTTrainer that refuses a non-finite loss and turns the speed paths on while it trains."""
+    """SFTTrainer that refuses a non-finite loss and turns the speed paths on while it trains.
+
+    `speed_paths=False` (train.speed_paths: false) trains on TRL's plain path; `speed_off` leaves single
+    paths (`finetune.speed.PATHS`) off.
+    """
+
+    def __init__(self, *args, speed_paths: bool = True, speed_off=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.speed_paths, self.speed_off = speed_paths, tuple(speed_off)
 
     def train(self, *args, **kwargs):
-        if not hasattr(SFTTrainer, "_inner_training_loop"):  # the override below would never run: say so
-            from finetune.perf import fallback
+        if self.speed_paths and not hasattr(SFTTrainer, "_inner_training_loop"):  # the override never runs
+            from finetune.speed.perf import fallback
             fallback("speed paths (compact loss head, per-example attention, fused LoRA forward, backward stop)",
                      "transformers",
                      "Trainer._inner_training_loop, run after train() has switched checkpointing on")
         return super().train(*args, **kwargs)
 
     def _inner_training_loop(self, *args, **kwargs):
-        with _speed_paths(self):
+        with speed.enabled(self, on=self.speed_paths, off=self.speed_off):
             return super()._inner_training_loop(*args, **kwargs)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
@@ -55,27 +64,8 @@ class FinetuneTrainer(SFTTrainer):
         return loss
 
 
-@contextlib.contextmanager
-def _speed_paths(trainer):
-    from finetune.attention import segment_attention
-    from finetune.fused_lora import fused_lora
-    from finetune.lmhead import add_compact_lm_head
-    from finetune.perf import stop_input_grads
-
-    args, model = trainer.args, trainer.model
-    if args.device.type == "cpu":
-        add_compact_lm_head(model.get_base_model() if hasattr(model, "get_base_model") else model)
-    stop = stop_input_grads(model, args.activation_checkpointing_kwargs) if args.activation_checkpointing else None
-    try:
-        with segment_attention(model), fused_lora(model):
-            yield
-    finally:
-        if stop is not None:
-            stop.remove()
-
-
 class TrainLog(TrainerCallback):
-    """Appends every trainer log record (loss, lr, grad norm) to the run's train log, one JSON object a line."""
+    """Appends every trainer log record (loss, lr, grad norm, wall-clock time) to the run's train log."""
 
     def __init__(self, path: Path, resume_step: int = 0):
         self.path = path
@@ -88,7 +78,8 @@ class TrainLog(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
-        record = {"step": state.global_step, "epoch": round(state.epoch or 0, 4), **logs}
+        record = {"step": state.global_step, "epoch": round(state.epoch or 0, 4), **logs,
+                  "time": round(time.time(), 3)}  # wall clock: benchmarks time steps from it
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()

@@ -5,7 +5,7 @@ import copy
 import torch
 from peft import LoraConfig, get_peft_model
 
-from finetune.attention import NAME, segment_attention, segment_bounds
+from finetune.speed.attention import NAME, segment_attention, segment_bounds
 from finetune.testing import tiny_model
 
 LENGTHS = [7, 12, 5]

@@ -7,7 +7,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from peft.tuners.lora.layer import Linear
 
-from finetune import fused_lora as fl
+from finetune.speed import fused_lora as fl
 from finetune.testing import tiny_model
 
 

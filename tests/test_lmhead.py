@@ -6,7 +6,7 @@ import pytest
 import torch
 from trl.trainer.utils import add_fused_lm_head
 
-from finetune import lmhead
+from finetune.speed import lmhead
 from finetune.testing import tiny_model
 
 FIELDS = ("log_probs", "entropy", "is_top1")

@@ -3,7 +3,7 @@
 import torch
 
 from finetune.methods import apply_freeze
-from finetune.perf import stop_input_grads
+from finetune.speed.perf import stop_input_grads
 from finetune.testing import tiny_model
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import TINY_RECIPE
-from finetune import perf
+from finetune.speed import perf
 from finetune.recipe import load_recipe
 from finetune.train import train
 
@@ -71,18 +71,18 @@ def _renamed_inner_training_loop(monkeypatch):
 
 
 def _ask_lmhead(model):
-    from finetune.lmhead import add_compact_lm_head
+    from finetune.speed.lmhead import add_compact_lm_head
     assert add_compact_lm_head(model.get_base_model()) is False
 
 
 def _ask_attention(model):
-    from finetune.attention import segment_attention
+    from finetune.speed.attention import segment_attention
     with segment_attention(model) as used:
         assert used is False
 
 
 def _ask_fused_lora(model):
-    from finetune.fused_lora import fused_lora
+    from finetune.speed.fused_lora import fused_lora
     with fused_lora(model) as n:
         assert n == 0
 

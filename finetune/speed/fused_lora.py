@@ -22,7 +22,7 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-from finetune.perf import fallback
+from finetune.speed.perf import fallback
 
 _READS = ("base_layer", "lora_A", "lora_B", "scaling", "lora_dropout", "lora_variant", "active_adapters",
           "disable_adapters", "merged")

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 
 import torch
 
-from finetune.perf import fallback
+from finetune.speed.perf import fallback
 
 NAME = "finetune_segment_sdpa"
 _NEEDS = ("AttentionInterface, masking_utils.AttentionMaskInterface and sdpa_mask, "

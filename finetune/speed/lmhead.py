@@ -13,8 +13,8 @@ forward pass; it is computed there chunk by chunk and kept (hidden-sized), so ne
 logits nor a recomputation are kept for backward: the same FLOPs as the plain head, and
 peak memory falls by the logits (~0.5 GB at batch 4 here).
 
-The trainer installs it on CPU only (see `finetune/trainer.py`); on a GPU
-TRL's kernel stays. Proven against trl 1.16.0 (tests/test_lmhead.py compares it with TRL's
+The trainer switches it on, on CPU only, for the length of its training loop (`compact_lm_head`, entered
+through `finetune.speed.enabled`); on a GPU TRL's kernel stays. Proven against trl 1.16.0 (tests/test_lmhead.py compares it with TRL's
 head; README "Tested versions"). It needs what trl 1.15 introduced: SFTTrainer patches
 `model.forward` with `fused_lm_head` and expects `trl.trainer.utils.FusedCausalLMOutput`.
 With trl 1.0-1.14, which have neither, the head is left to TRL, with one notice. trl 1.15.0
@@ -23,10 +23,11 @@ is excluded: its own fused head needs Triton, which a CPU build of torch lacks.
 
 import inspect
 import types
+from contextlib import contextmanager
 
 import torch
 
-from finetune.perf import fallback
+from finetune.speed.perf import fallback
 
 CHUNK = 512  # completion tokens per projection: a 512 x vocab fp32 tile (~100 MB for a 49k vocab)
 
@@ -89,6 +90,20 @@ def add_compact_lm_head(model) -> bool:
 
     model.forward = types.MethodType(forward, model)
     return True
+
+
+@contextmanager
+def compact_lm_head(model):
+    """`add_compact_lm_head` inside the block; afterwards `model.forward` is the one TRL patched again."""
+    before = vars(model).get("forward")
+    used = add_compact_lm_head(model)
+    try:
+        yield used
+    finally:
+        if used and before is not None:
+            model.forward = before
+        elif used:
+            del model.forward
 
 
 def _plain_head(head, hidden, target):
