@@ -59,7 +59,7 @@ def cmd_train(args, evaluate: bool = False):
     run_dir, model, tokenizer, manifest = train(recipe, overwrite=args.overwrite)
     if not launch.is_main():
         return  # rank 0 alone writes the run directory and evaluates
-    if evaluate and recipe.eval.tasks and not args.no_eval:
+    if evaluate and (recipe.eval.tasks or recipe.eval.guard_tasks) and not args.no_eval:
         from finetune.evaluation import evaluate_run
         evaluate_run(recipe, run_dir, model, tokenizer, manifest)
     rundir.set_status(run_dir, "finished")

@@ -27,6 +27,8 @@ def evaluate_run(recipe: Recipe, run_dir: Path, model, tokenizer, manifest: dict
         model, tokenizer, base_loader=base_loader, compare_base=recipe.eval.compare_base,
         task_names=recipe.eval.tasks, out_dir=run_dir / "eval", template_name=recipe.data.template,
         batch_size=recipe.eval.batch_size, limit=recipe.eval.limit, seed=recipe.train.seed,
+        guards={"guard_tasks": recipe.eval.guard_tasks, "delta": recipe.eval.guard_delta} if recipe.eval.guard_tasks
+        else None,
         run_dir=run_dir, names=side_names(run_dir, recipe.model.name, dataclasses.asdict(recipe.method)))
     print(format_table(comparison), flush=True)
     manifest.setdefault("wall_times", {})["eval_s"] = round(time.time() - started, 2)

@@ -153,6 +153,10 @@ class EvalConfig:
     limit: int | None = _f(None, "Evaluate at most this many examples per task.", min=1)
     batch_size: int = _f(16, "Prompts per generation batch.", min=1)
     compare_base: bool = _f(True, "Also evaluate the base model and write the comparison report.")
+    guard_tasks: list[str] = _f([], "Guard tasks (did finetuning hurt?), scored on both models like `tasks`, each "
+                                "metric with a verdict, e.g. [arc_easy_guard, ifeval_guard]; eval.limit caps them too.")
+    guard_delta: float = _f(0.02, "Guard margin δ: 'no regression beyond δ' when the 95% CI of B - A stays above "
+                            "-δ (0.02 = 2 points of accuracy; relative for perplexity).", gt=0.0, max=1.0)
 
 
 @dataclass

@@ -20,6 +20,7 @@ from finetune.eval.compare import compare
 from finetune.eval.harness import SCORES_FILE, evaluate
 from finetune.eval.report import write_report
 from finetune.eval.tasks import load_task
+from finetune.eval.verdict import add_verdicts
 
 
 def is_peft_model(model) -> bool:
@@ -103,15 +104,18 @@ def eval_base_and_finetuned(model, tokenizer, *, base_loader, task_names: list[s
                             template_name: str | None, batch_size: int, limit: int | None, seed: int,
                             data_path: str | None = None, run_dir: Path | None = None,
                             meta: dict | None = None, compare_base: bool = True,
-                            names: dict[str, str] | None = None) -> dict:
+                            names: dict[str, str] | None = None,
+                            guards: dict | None = None) -> dict:
     """Evaluate the finetuned model and (with compare_base) its base on the same tasks; write and return the report.
 
     `base_loader()` returns the base model (or (model, tokenizer)); it is not called for a
     PEFT model. With `compare_base=False`, or `base_loader=None` for a non-PEFT model, only
     the finetuned model is scored: the report says the base was not evaluated and why.
     `names` ({"a": ..., "b": ...}, see side_names) is how the report names the two models.
+    `guards` ({"guard_tasks": [...], "delta": δ}) adds those tasks and gives each guard metric a verdict (verdict.py).
     """
     out_dir, names = Path(out_dir), names or {}
+    task_names = [*task_names, *[g for g in (guards or {}).get("guard_tasks", ()) if g not in task_names]]
     tasks = [load_task(n, data_path=data_path) for n in task_names]
     common = dict(template_name=template_name, batch_size=batch_size, limit=limit, seed=seed)
     tuned_scores = evaluate(model, tokenizer, tasks, out_dir / "finetuned", label="finetuned", **common)
@@ -125,5 +129,7 @@ def eval_base_and_finetuned(model, tokenizer, *, base_loader, task_names: list[s
     else:
         result = compare(out_dir / "base", out_dir / "finetuned", seed=seed)
         result["a"]["name"], result["b"]["name"] = names.get("a"), names.get("b")
+    if guards:
+        add_verdicts(result, **guards)
     write_report(out_dir, result, run_dir=run_dir, meta=info)
     return result

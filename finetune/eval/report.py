@@ -15,6 +15,7 @@ from pathlib import Path
 from finetune.eval.harness import write_json
 from finetune.eval.plots import failure_buckets, loss_curve, read_loss, score_bars
 from finetune.eval.scoring import BUCKETS
+from finetune.eval.verdict import guard_rows
 from finetune.resources import cache_dir
 
 COLUMNS = ("task", "metric", "A", "B", "B-A", "95% CI (B-A)", "p", "test", "n")
@@ -84,6 +85,7 @@ def format_table(comparison: dict) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    lines += guard_section(comparison, "text")
     lines += [f"warning: {w}" for w in comparison.get("warnings", [])]
     if comparison.get("a") is None and comparison.get("base_not_evaluated"):
         lines.append(f"base: {_describe(None, comparison['base_not_evaluated'])}")
@@ -118,6 +120,21 @@ def _all_flips(comparison: dict):
             yield task, key, flips
 
 
+def guard_section(comparison: dict, kind: str) -> list[str]:
+    """The guard verdicts (did it hurt? see verdict.py) as text lines, Markdown lines or one HTML part; [] if none."""
+    rows = guard_rows(comparison)
+    if not rows:
+        return []
+    head = (f"Guards: did it hurt? δ = {comparison['guards']['delta']:g}; 'no regression beyond δ' when the 95% CI "
+            "of the change stays above -δ, 'regression' when it is all below 0")
+    header = ("guard task", "metric", "verdict")
+    if kind == "text":
+        return ["", head] + [f"  {t}  {k}: {v}" for t, k, v in rows]
+    if kind == "md":
+        return ["## Guards", "", head + ".", ""] + _md_table(header, rows) + [""]
+    return [f"<h2>Guards</h2><p>{html.escape(head)}.</p>" + _html_table(header, rows)]
+
+
 def render_markdown(comparison: dict, meta: dict | None, loss_points: list) -> str:
     if comparison["a"] is None:
         return _single_markdown(comparison, meta)
@@ -130,6 +147,7 @@ def render_markdown(comparison: dict, meta: dict | None, loss_points: list) -> s
     out += [f"> warning: {w}" for w in comparison.get("warnings", [])] + [""] * bool(comparison.get("warnings"))
     out += ["## Scores", ""] + _md_table(tuple(c if c not in ("A", "B") else {"A": a, "B": b}[c] for c in COLUMNS),
                                          table_rows(comparison)) + [""]
+    out += guard_section(comparison, "md")
     buckets = _bucket_rows(comparison, (a, b))
     if buckets:
         out += ["## Chain-of-thought failure buckets", "",
@@ -174,6 +192,7 @@ def render_html(comparison: dict, meta: dict | None, loss_points: list) -> str:
     parts += [f"<p class=warn>warning: {html.escape(w)}</p>" for w in comparison.get("warnings", [])]
     parts.append("<h2>Scores</h2>" + _html_table([{"A": a, "B": b}.get(c, c) for c in COLUMNS],
                                                   table_rows(comparison)))
+    parts += guard_section(comparison, "html")
     for title, png in (("Scores with 95% CIs", score_bars(comparison, (a, b))),
                        ("Chain-of-thought failure buckets", failure_buckets(comparison, (a, b))),
                        ("Training loss", loss_curve(loss_points))):

@@ -16,6 +16,8 @@ from collections import Counter
 from functools import lru_cache
 
 from finetune.answers import extract_last_number, extract_strict, normalize_number
+from finetune.eval import ifeval
+from finetune.eval.ifeval import METRICS as IFEVAL_METRICS
 from finetune.eval.taskfile import TaskError
 
 BUCKETS = ("correct", "truncated", "no_answer", "wrong")
@@ -85,15 +87,24 @@ def bucket(correct: bool, truncated: bool, pred: str | None) -> str:
 def score_generation(task, responses: list[str], truncated: list[bool], target: str) -> dict:
     """The scored part of a generation record: per filter its answer, correctness and failure bucket."""
     all_truncated = all(truncated)  # with k samples, the doc counts as truncated only if every sample was
-    by_filter, scores = {}, {}
+    by_filter, scores, terms = {}, {}, {}
+    ifeval_task = any(m in IFEVAL_METRICS for m in getattr(task, "metrics", ()))  # a task needs only .filters
     for name, steps in task.filters:
         pred = apply_filter(steps, responses)
+        if ifeval_task:  # "correct": the first listed metric (prompt_level_strict_acc in eval/ifeval.yaml)
+            s, t, detail = ifeval.score_response(target, pred, name)
+            scores.update({k: v for k, v in s.items() if k.split(":")[0] in task.metrics})
+            terms.update({k: v for k, v in t.items() if k in scores})
+            ok = scores[f"{task.metrics[0]}:{name}"] == 1
+            by_filter[name] = {"extracted": pred, "correct": ok, "bucket": bucket(ok, all_truncated, pred or None),
+                               "ifeval": detail}
+            continue
         ok = exact_match(pred, target)
         by_filter[name] = {"extracted": pred, "correct": ok, "bucket": bucket(ok, all_truncated, pred)}
         scores[f"exact_match:{name}"] = float(ok)
     primary = by_filter[task.filters[0][0]]
     return {"extracted": primary["extracted"], "correct": primary["correct"], "truncated": all_truncated,
-            "by_filter": by_filter, "scores": scores}
+            "by_filter": by_filter, "scores": scores, **({"terms": terms} if terms else {})}
 
 
 def score_choices(logliks: list[float], choices: list[str], gold: int) -> dict:
@@ -110,6 +121,9 @@ def score_choices(logliks: list[float], choices: list[str], gold: int) -> dict:
 def sample_terms(key: str, record: dict) -> tuple[float, float]:
     """(numerator, denominator) of one sample for metric `key`; the score is finalize(sum num / sum den)."""
     metric = key.split(":")[0]
+    if key in record.get("terms", {}):  # a ratio per sample, e.g. IFEval's (instructions followed, checked)
+        n, d = record["terms"][key]
+        return n, d
     if metric == "perplexity":
         return record["nll"], record["n_tokens"]
     if metric == "bits_per_byte":

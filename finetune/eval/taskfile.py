@@ -16,6 +16,9 @@ METRICS = {  # metric -> output types it applies to
     "exact_match": ("generate_until",),
     "acc": ("multiple_choice",), "acc_norm": ("multiple_choice",), "acc_centered": ("multiple_choice",),
     "perplexity": ("loglikelihood_rolling",), "bits_per_byte": ("loglikelihood_rolling",),
+    # IFEval (finetune/eval/ifeval.py): the instructions of doc_to_target's JSON checked on the response
+    "prompt_level_strict_acc": ("generate_until",), "inst_level_strict_acc": ("generate_until",),
+    "prompt_level_loose_acc": ("generate_until",), "inst_level_loose_acc": ("generate_until",),
 }
 FILTER_FUNCTIONS = {  # function -> its accepted arguments and their types
     "answer_format": {"format": str}, "last_number": {}, "regex": {"pattern": str, "group_select": int},
@@ -71,8 +74,9 @@ HELP = {  # dotted key -> its one line in eval/README.md (generated: python -m f
     "filter_list": "Named pipelines from outputs to one answer: [{name, filter: [{function, ...}]}]; functions: "
                    + ", ".join(["answer_format (format)", "last_number", "regex (pattern, group_select)",
                                 "take_first", "take_first_k (k)", "majority_vote"]) + ".",
-    "metric_list": "generate_until: exact_match (one score per filter); multiple_choice: acc, acc_norm, "
-                   "acc_centered; loglikelihood_rolling: perplexity, bits_per_byte.",
+    "metric_list": "; ".join(f"{o}: {', '.join(m for m, types in METRICS.items() if o in types)}"
+                             for o in OUTPUT_TYPES) + " (generate_until: one score per filter; IFEval's four: "
+                   "finetune/eval/ifeval.py).",
 }
 BOUNDS = {  # numeric key -> (lowest, highest) accepted; an interval open at 0 is written (0, ...) with "gt"
     "dataset.limit": (1, 2**31 - 1), "fewshot.num": (0, 256), "fewshot.seed": (0, 2**32 - 1),
