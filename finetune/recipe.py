@@ -164,6 +164,9 @@ class OutputConfig:
     dir: str = _f("runs/{name}", "Run directory; {name} is replaced by output.name.")
     name: str | None = _f(None, "Run name (default: the recipe file's stem).")
     overwrite: bool = _f(False, "Replace a finished run in the same directory.")
+    card: str | None = _f(None, "After `finetune run`, write the result card (scores, CI, p, n, verdicts, times, "
+                          "versions) to this file; {name} is the recipe's stem. Shipped recipes: "
+                          "recipes/results/{name}.json.")
 
 
 @dataclass

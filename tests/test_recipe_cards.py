@@ -1,0 +1,71 @@
+"""Result cards: written by the run, the recipes table and headers generated from them, and
+every shipped recipe run end to end in a cut-down form (a few steps, a few eval documents)."""
+
+import json
+import shutil
+
+import pytest
+import yaml
+
+from conftest import SHARED_DATA, TINY_RECIPE
+from finetune.cards import TABLE_HEADER, headline, table, update
+from finetune.cli import main
+from finetune.resources import resource_dir
+
+RECIPES = sorted(p for p in resource_dir("recipes").glob("*.yaml"))
+
+
+def test_recipes_table_and_headers_are_generated_from_the_cards(tmp_path):
+    shutil.copytree(resource_dir("recipes"), tmp_path / "recipes")
+    assert update(tmp_path) == [], "stale: run python -m finetune.cards"
+
+
+def test_every_carded_recipe_has_a_card_and_a_header_line():
+    for path in RECIPES:
+        recipe = yaml.safe_load(path.read_text())
+        if (recipe.get("output") or {}).get("card"):
+            assert "# measured:" in path.read_text(), path
+            assert (resource_dir("recipes") / "results" / f"{path.stem}.json").is_file(), f"{path}: run it for its card"
+
+
+def test_a_run_writes_its_card_and_the_table_reads_it(write_recipe, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FINETUNE_CACHE", str(tmp_path / "cache"))
+    card_path = tmp_path / "cards" / "{name}.json"
+    text = TINY_RECIPE.replace("output: {dir: \"{out}\"}",
+                               f"output: {{dir: \"{{out}}\", card: \"{card_path}\"}}\n"
+                               "eval: {tasks: [arith_cot], guard_tasks: [arith_cot], limit: 4, batch_size: 4}")
+    recipe = write_recipe(text, name="tiny_card.yaml")
+    assert main(["run", str(recipe)]) == 0, capsys.readouterr().err
+    card = json.loads((tmp_path / "cards" / "tiny_card.json").read_text())
+    assert card["command"] == f"finetune run {recipe}" and card["method"]["name"] == "lora"
+    metrics = card["tasks"]["arith_cot"]["metrics"]
+    assert set(metrics) == {"exact_match:strict", "exact_match:flexible"}
+    for m in metrics.values():
+        assert m["n"] == 4 and 0 <= m["base"] <= 1 and 0 <= m["finetuned"] <= 1
+    assert card["toolkit_commit"] and card["versions"]["torch"] and card["wall_s"]["train_s"] > 0
+    rows = table([card]).splitlines()
+    assert rows[0] == TABLE_HEADER and len(rows) == 2 + len(metrics)
+    assert headline(card).startswith("# measured: ") and "exact_match:strict" in headline(card)
+
+
+def _needs(path) -> bool:
+    text = path.read_text()
+    return any(name in text for name in ("gsm8k", "self_instruct", "ifeval", "arc_easy"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_shipped_recipe_runs_end_to_end_cut_down(path, tmp_path, capsys, monkeypatch):
+    if _needs(path):
+        if not SHARED_DATA.is_dir():
+            pytest.skip("shared/data not present")
+        monkeypatch.setenv("FINETUNE_DATA_DIR", str(SHARED_DATA))
+    overrides = ["train.max_steps=2", "train.batch_size=2", "train.epochs=1", "eval.limit=2", "eval.batch_size=2",
+                 f"output.dir={tmp_path}/run", f"output.card={tmp_path}/card.json"]
+    assert main(["run", str(path), *overrides]) == 0, capsys.readouterr().err
+    card = json.loads((tmp_path / "card.json").read_text())
+    recipe = yaml.safe_load(path.read_text())
+    expected = set(recipe["eval"]["tasks"]) | set(recipe["eval"].get("guard_tasks", []))
+    assert set(card["tasks"]) == expected
+    for task in card["tasks"].values():
+        assert all(m["n"] == 2 for m in task["metrics"].values())
