@@ -24,6 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, SHARED, machine  # noqa: E402
 from train_throughput import flops_per_token  # noqa: E402
 
+from finetune.rundir import RunDir  # noqa: E402
+
 DATASHEET_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
 
 RECIPE = """\
@@ -61,9 +63,9 @@ def train_once(method: str, args, work: Path, device: str) -> dict:
     env = {"FINETUNE_DATA_DIR": str(SHARED)} if gsm8k else {}
     subprocess.run([sys.executable, "-m", "finetune.cli", "train", str(recipe)], check=True,
                    env={**__import__("os").environ, **env}, stdout=subprocess.DEVNULL)
-    m = json.loads((work / method / "manifest.json").read_text())
-    log = (work / method / "logs" / "train_log.jsonl").read_text().splitlines()
-    tokens = max(json.loads(line).get("num_tokens", 0) for line in log)  # real tokens seen, as TRL logs them
+    run = RunDir(work / method)
+    m = run.manifest()
+    tokens = max(r.get("num_tokens", 0) for r in run.train_log())  # real tokens seen, as TRL logs them
     return {"tokens": tokens, "train_s": m["train_metrics"]["train_runtime"],
             "tokens_per_s": tokens / m["train_metrics"]["train_runtime"], "seq": tokens / (args.steps * args.batch),
             "trained_fraction": m["data_stats"]["trained_fraction"]}

@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from finetune.rundir import RunDir
+
 RECIPE = """\
 model: {{name: "{model}"}}
 method: {{name: lora, r: 4, alpha: 8}}
@@ -44,10 +46,9 @@ def lines(path: Path) -> int:
 
 
 def snapshot(run: Path) -> dict:
-    log = [(r["step"], r["loss"]) for r in map(json.loads, (run / "logs/train_log.jsonl").read_text().splitlines())
-           if "loss" in r]
-    weights = load_file(run / "adapter" / "adapter_model.safetensors")
-    recs = {side: (run / "eval" / side / "arith_cot.jsonl").read_text() for side in ("base", "finetuned")}
+    log = RunDir(run).loss_points()
+    weights = load_file(RunDir(run) / RunDir.ADAPTER / "adapter_model.safetensors")
+    recs = {side: (RunDir(run) / RunDir.EVAL / side / "arith_cot.jsonl").read_text() for side in ("base", "finetuned")}
     recs = {k: sorted(json.loads(l)["output"] for l in v.splitlines()) for k, v in recs.items()}
     return {"log": log, "weights": weights, "records": recs}
 
@@ -85,7 +86,7 @@ def main():
             in_eval = rng.random() < 0.3
             target = rng.randint(1, 15)
             proc = start(recipe, out)
-            log, rec = out / "logs/train_log.jsonl", out / "eval/finetuned/arith_cot.jsonl"
+            log, rec = RunDir(out) / RunDir.TRAIN_LOG, RunDir(out) / RunDir.EVAL / "finetuned/arith_cot.jsonl"
             while proc.poll() is None and not (lines(rec) >= 2 if in_eval else lines(log) >= target):
                 time.sleep(0.02)
             proc.send_signal(signal.SIGKILL)

@@ -41,6 +41,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import GSM8K_RECIPE, METHODS, REPO, machine, need_shared, peak_rss_mib  # noqa: E402
 
+from finetune.rundir import RunDir  # noqa: E402
+
 VARIANTS = {
     "defaults": {},
     "checkpoint every 3rd block": {"overrides": ["train.gradient_checkpointing=true"]},
@@ -93,10 +95,10 @@ def measure(variant: str, args, work: Path) -> dict:
                                           examples=args.examples, steps=args.steps, batch=4, accum=1, lr=2.0e-4,
                                           max_length=512, out=out))
     run, rss = peak_rss_mib([sys.executable, __file__, "--child", variant, str(recipe)])
-    log = [json.loads(line) for line in (out / "logs" / "train_log.jsonl").read_text().splitlines()]
-    steps = [r for r in log if "num_tokens" in r and "time" in r]
+    run = RunDir(out)
+    steps = [r for r in run.train_log() if "num_tokens" in r and "time" in r]
     first, last = steps[1], steps[-1]   # from the end of step 2: warm-up and compilation excluded
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = run.manifest()
     return {"steady_tokens_per_s": (last["num_tokens"] - first["num_tokens"]) / (last["time"] - first["time"]),
             "tokens_per_s": last["num_tokens"] / manifest["train_metrics"]["train_runtime"],
             "tokens": last["num_tokens"], "peak_rss_mib": rss, "final_loss": steps[-1].get("loss")}

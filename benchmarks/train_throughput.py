@@ -39,6 +39,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import GSM8K_RECIPE, LORA_R, METHODS, REPO, machine, matmul_peak_gflops, need_shared, peak_rss_mib  # noqa: E402
 
+from finetune.rundir import RunDir  # noqa: E402
+
 
 def flops_per_token(model, method: str, seq: float, head_fraction: float = 1.0, k: int = 2,
                     lora_r: int = LORA_R) -> float:
@@ -97,9 +99,9 @@ def run_pair(method: str, args, work: Path) -> dict:
     peaks = {"finetune": [matmul_peak_gflops()]}
     ours, ours_rss = peak_rss_mib([sys.executable, "-m", "finetune.cli", "train", str(recipe)])
     peaks["finetune"].append(matmul_peak_gflops())
-    manifest = json.loads((work / f"ft_{method}" / "manifest.json").read_text())
-    ours_tokens = max(json.loads(l).get("num_tokens", 0)
-                      for l in (work / f"ft_{method}" / "logs" / "train_log.jsonl").read_text().splitlines())
+    run = RunDir(work / f"ft_{method}")
+    manifest = run.manifest()
+    ours_tokens = max(r.get("num_tokens", 0) for r in run.train_log())
     ours_s = manifest["train_metrics"]["train_runtime"]
     peaks["plain_trl"] = [matmul_peak_gflops()]
     trl, trl_rss = peak_rss_mib([sys.executable, str(REPO / "benchmarks" / "plain_trl.py"), "--model", base,
@@ -109,7 +111,7 @@ def run_pair(method: str, args, work: Path) -> dict:
                                  "--out", str(work / f"trl_{method}")])
     peaks["plain_trl"].append(matmul_peak_gflops())
     rows = [json.loads(l) for l in open(need_shared("gsm8k/test.jsonl"))][:64]
-    ours_w = work / f"ft_{method}" / ("adapter" if method == "lora" else "model")
+    ours_w = run.weights_dir(method)
     result = {"method": method, "examples": args.examples, "steps": steps,
               "finetune": {"tokens": ours_tokens, "train_s": ours_s, "tokens_per_s": ours_tokens / ours_s,
                            "peak_rss_mib": ours_rss, "heldout_loss": heldout_loss(str(ours_w), base, rows)},

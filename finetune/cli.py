@@ -50,7 +50,7 @@ def cmd_validate(args):
 
 
 def cmd_train(args, evaluate: bool = False):
-    from finetune import launch, rundir
+    from finetune import launch
     from finetune.train import train
 
     recipe = _load(args)
@@ -61,8 +61,9 @@ def cmd_train(args, evaluate: bool = False):
         return  # rank 0 alone writes the run directory and evaluates
     if evaluate and (recipe.eval.tasks or recipe.eval.guard_tasks) and not args.no_eval:
         from finetune.evaluation import evaluate_run
-        evaluate_run(recipe, run_dir, model, tokenizer, manifest)
-    rundir.set_status(run_dir, "finished")
+        from finetune.rundir import RunDir
+        with RunDir(run_dir).evaluating():  # status.json: training stays finished, eval beside it
+            evaluate_run(recipe, run_dir, model, tokenizer, manifest)
     print(f"[finetune] done: {run_dir}")
 
 

@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 
 from finetune import rundir
+from finetune.rundir import RunDir
 
 
 class ExportError(ValueError):
@@ -27,17 +28,17 @@ def add_export_args(p: argparse.ArgumentParser):
 
 
 def export_run(run_dir: Path, out: Path, merge: bool, force: bool = False) -> Path:
-    from finetune.eval.commands import is_run_dir, load_for_eval
-
-    if not is_run_dir(run_dir):
-        raise ExportError(f"{run_dir}: not a finished run directory (needs manifest.json and adapter/ or model/)")
+    run = RunDir(run_dir)
+    if not run.has_weights():
+        raise ExportError(f"{run_dir}: not a finished run directory (needs {RunDir.MANIFEST} and "
+                          f"{RunDir.ADAPTER}/ or {RunDir.MODEL}/)")
     if out.exists() and not force:
         raise ExportError(f"{out} exists; pass --force to replace it")
-    is_lora = (run_dir / "adapter" / "adapter_config.json").is_file()
+    is_lora = run.is_lora()
     if is_lora and not merge:
         raise ExportError(f"{run_dir} is a LoRA run: pass --merge to fold the adapter into the base weights "
-                          f"(the adapter alone is already in {run_dir / 'adapter'} and loads with PEFT)")
-    model, tokenizer = load_for_eval(run_dir)
+                          f"(the adapter alone is already in {run / RunDir.ADAPTER} and loads with PEFT)")
+    model, tokenizer = run.load()
     if is_lora:
         model = model.merge_and_unload()
     gen = model.generation_config

@@ -7,7 +7,6 @@ Reads top to bottom. TRL does the training loop; this file chooses CPU-sane defa
 and resumes an unfinished run from its last complete checkpoint.
 """
 
-import json
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import torch
 from transformers import set_seed
 
 from finetune import memory, rundir
+from finetune.rundir import RunDir
 from finetune.launch import is_main
 from finetune.data.audit import audit
 from finetune.data.build import build_datasets
@@ -32,7 +32,7 @@ def sft_config(recipe: Recipe, run_dir: Path, checkpointing: bool):
 
     t, on_gpu = recipe.train, torch.cuda.is_available()
     return SFTConfig(
-        output_dir=str(run_dir / "checkpoints"),
+        output_dir=str(run_dir / RunDir.CHECKPOINTS),
         max_steps=t.max_steps, num_train_epochs=t.epochs,
         per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
         gradient_accumulation_steps=t.grad_accum,
@@ -68,19 +68,18 @@ def cut_to_max_length(dataset, max_length: int):
     return cut.filter(lambda r: any(t != IGNORE for t in r["labels"]))
 
 
-def save_outputs(model, tokenizer, run_dir: Path, method: str) -> None:
+def save_outputs(model, tokenizer, run: RunDir, method: str) -> None:
     """Final weights as safetensors: the adapter for LoRA, the whole model otherwise."""
-    target = run_dir / ("adapter" if method == "lora" else "model")
-    rundir.write_dir_atomic(target, lambda tmp: model.save_pretrained(tmp, safe_serialization=True))
-    rundir.write_dir_atomic(run_dir / "tokenizer", tokenizer.save_pretrained)
+    rundir.write_dir_atomic(run.weights_dir(method), lambda tmp: model.save_pretrained(tmp, safe_serialization=True))
+    rundir.write_dir_atomic(run / RunDir.TOKENIZER, tokenizer.save_pretrained)
 
 
-def plot_loss(log_path: Path, out_path: Path) -> None:
+def plot_loss(run: RunDir) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(l) for l in log_path.read_text().splitlines() if l.strip()] if log_path.exists() else []
+    rows, out_path = run.train_log(), run / RunDir.LOSS_PLOT
     pts = [(r["step"], r["loss"]) for r in rows if "loss" in r]
     evals = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -129,11 +128,11 @@ def make_trainer(recipe: Recipe, run_dir: Path, model, tokenizer, bundle, checkp
 def fit(recipe: Recipe, run_dir: Path, model, tokenizer, bundle, resuming: bool, checkpointing: bool,
         speed_off=()):
     """TRL SFTTrainer.train(), resuming from the last complete checkpoint; returns the trainer and metrics."""
-    log_path = run_dir / "logs" / "train_log.jsonl"
-    ckpt = rundir.last_checkpoint(run_dir) if resuming else None
+    run = RunDir(run_dir)
+    ckpt = run.last_checkpoint() if resuming else None
     stopper = StopOnSignal()
     trainer = make_trainer(recipe, run_dir, model, tokenizer, bundle, checkpointing, speed_off=speed_off,
-                           callbacks=[TrainLog(log_path, int(ckpt.rsplit("-", 1)[1]) if ckpt else 0), stopper])
+                           callbacks=[TrainLog(run, int(ckpt.rsplit("-", 1)[1]) if ckpt else 0), stopper])
     if ckpt:
         print(f"[finetune] resuming from {ckpt}", flush=True)
     stopper.install()
@@ -148,7 +147,7 @@ def fit(recipe: Recipe, run_dir: Path, model, tokenizer, bundle, resuming: bool,
         stopper.uninstall()
     if stopper.requested:
         raise Interrupted(f"stopped at step {trainer.state.global_step}; checkpoint written to "
-                          f"{rundir.last_checkpoint(run_dir)}. Rerun the same command to resume.")
+                          f"{run.last_checkpoint()}. Rerun the same command to resume.")
     return trainer, result.metrics
 
 
@@ -157,30 +156,33 @@ def train(recipe: Recipe, *, overwrite: bool = False, speed_off=()):
 
     `speed_off`: speed paths to leave off (`finetune.speed.PATHS`), for benchmarks/levers.py.
     """
-    run_dir = recipe.run_dir()
-    resuming = rundir.prepare(run_dir, overwrite or recipe.output.overwrite)
-    rundir.set_status(run_dir, "running")
+    run = RunDir(recipe.run_dir())
+    resuming = run.prepare(overwrite or recipe.output.overwrite)
+    run.set_status("running")
     try:
-        return _train(recipe, run_dir, resuming, speed_off)
+        result = _train(recipe, run.path, resuming, speed_off)
     except BaseException as e:
         error = "interrupted; rerun the same command to resume" if isinstance(e, (Interrupted, KeyboardInterrupt)) \
             else f"{type(e).__name__}: {e}"[:500]
-        rundir.set_status(run_dir, "failed", error=error)
+        run.set_status("failed", error=error)
         raise
+    run.set_status("finished")  # training's own state; an evaluation after it records its results apart
+    return result
 
 
 def _train(recipe: Recipe, run_dir: Path, resuming: bool, speed_off=()):
     started = time.time()
-    rundir.write_atomic(run_dir / "recipe.yaml", dump_recipe(recipe))
+    run = RunDir(run_dir)
+    rundir.write_atomic(run / RunDir.RECIPE, dump_recipe(recipe))
     set_seed(recipe.train.seed)
     base_path = resolve_model(recipe.model.name)
     model, tokenizer, table, est, checkpointing = setup_model(recipe)
-    rundir.write_atomic(run_dir / "trainable.txt", format_table(table) + "\n")
+    rundir.write_atomic(run / RunDir.TRAINABLE, format_table(table) + "\n")
 
     t_data = time.time()
     bundle = build_datasets(recipe.data, tokenizer, seed=recipe.train.seed)
     data_stats = audit(bundle, tokenizer, recipe.data.max_length)  # stops on zero/EOS-less/cut-off labels
-    rundir.write_atomic(run_dir / "template.yaml", bundle.template.source)
+    rundir.write_atomic(run / RunDir.TEMPLATE, bundle.template.source)
     manifest = {"recipe_hash": recipe.hash(), "recipe_file": recipe.source_path, "base_model": recipe.model.name,
                 "base_model_path": base_path, "method": recipe.method.name, "template": bundle.template.name,
                 "dataset_fingerprint": bundle.fingerprint, "data_stats": data_stats, "train_examples": len(bundle.train),
@@ -188,7 +190,7 @@ def _train(recipe: Recipe, run_dir: Path, resuming: bool, speed_off=()):
                 "toolkit_commit": rundir.toolkit_commit(), "versions": rundir.versions(), "trainable": table,
                 "memory_estimate_bytes": est, "gradient_checkpointing": checkpointing,
                 "wall_times": {"data_s": round(time.time() - t_data, 2)}}
-    rundir.write_json(run_dir / "manifest.json", manifest)
+    run.write_manifest(manifest)
 
     t_train = time.time()
     trainer, metrics = fit(recipe, run_dir, model, tokenizer, bundle, resuming, checkpointing, speed_off)
@@ -197,8 +199,8 @@ def _train(recipe: Recipe, run_dir: Path, resuming: bool, speed_off=()):
     model = trainer.model
     model.eval()
     if is_main():
-        save_outputs(model, tokenizer, run_dir, recipe.method.name)
-        plot_loss(run_dir / "logs" / "train_log.jsonl", run_dir / "plots" / "loss.png")
+        save_outputs(model, tokenizer, run, recipe.method.name)
+        plot_loss(run)
     manifest["wall_times"]["total_s"] = round(time.time() - started, 2)
-    rundir.write_json(run_dir / "manifest.json", manifest)
+    run.write_manifest(manifest)
     return run_dir, model, tokenizer, manifest

@@ -1,7 +1,7 @@
 """The trainer: TRL's SFTTrainer, guarded against a non-finite loss, with the speed paths on while it trains.
 
     trainer = FinetuneTrainer(model=model, args=sft_config(...), train_dataset=rows, processing_class=tok,
-                              callbacks=[TrainLog(path), StopOnSignal()])
+                              callbacks=[TrainLog(RunDir(path)), StopOnSignal()])
 
 TRL runs the training loop; this subclass adds two things to it:
 
@@ -16,18 +16,16 @@ turns the first Ctrl-C (SIGINT) or a SIGTERM into "checkpoint after this step, t
 (a second Ctrl-C aborts at once).
 """
 
-import json
 import math
 import signal
 import time
-from pathlib import Path
 
 from transformers import TrainerCallback
 from trl import SFTTrainer
 
 from finetune import speed
 from finetune.faults import TrainingError
-from finetune.launch import is_main
+from finetune.rundir import RunDir
 
 
 class FinetuneTrainer(SFTTrainer):
@@ -67,29 +65,15 @@ class FinetuneTrainer(SFTTrainer):
 class TrainLog(TrainerCallback):
     """Appends every trainer log record (loss, lr, grad norm, wall-clock time) to the run's train log."""
 
-    def __init__(self, path: Path, resume_step: int = 0):
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists() and is_main():  # drop records a killed run wrote after its last checkpoint
-            keep = [l for l in path.read_text(encoding="utf-8").splitlines()
-                    if l.strip() and _step(l) is not None and _step(l) <= resume_step]
-            path.write_text("".join(l + "\n" for l in keep), encoding="utf-8")
+    def __init__(self, run: RunDir, resume_step: int = 0):
+        self.run = run
+        run.keep_train_log_until(resume_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
-        record = {"step": state.global_step, "epoch": round(state.epoch or 0, 4), **logs,
-                  "time": round(time.time(), 3)}  # wall clock: benchmarks time steps from it
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-
-
-def _step(line: str):
-    try:
-        return json.loads(line)["step"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        return None  # a line cut short by a kill
+        self.run.append_train_log({"step": state.global_step, "epoch": round(state.epoch or 0, 4), **logs,
+                                   "time": round(time.time(), 3)})  # wall clock: benchmarks time steps from it
 
 
 class StopOnSignal(TrainerCallback):

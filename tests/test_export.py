@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import TINY_RECIPE
-from finetune.eval.commands import load_for_eval
+from finetune.rundir import load_for_eval
 from finetune.export import ExportError, export_run
 from finetune.memory import MemoryEstimateError, check_fits, estimate, use_checkpointing
 from finetune.methods import apply_method

@@ -7,7 +7,7 @@ import torch
 
 import finetune.train as train_mod
 from conftest import TINY_RECIPE
-from finetune import rundir
+from finetune.rundir import RunDir
 from finetune.faults import TrainingError, explain_oom
 from finetune.model import ModelError, load_model
 from finetune.recipe import load_recipe
@@ -31,11 +31,11 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(write_recipe, monkeypatch
     recipe = load_recipe(write_recipe(TINY_RECIPE.replace("max_steps: 4", "max_steps: 8")))
     with pytest.raises(TrainingError, match=r"loss became nan at step 4; stopped before saving it"):
         train_mod.train(recipe)
-    run_dir = recipe.run_dir()
-    assert rundir.status(run_dir) == "failed"
-    assert rundir.last_checkpoint(run_dir).endswith("checkpoint-2")
+    run = RunDir(recipe.run_dir())
+    assert run.status() == "failed"
+    assert run.last_checkpoint().endswith("checkpoint-2")
     from safetensors.torch import load_file
-    weights = load_file(f"{rundir.last_checkpoint(run_dir)}/adapter_model.safetensors")
+    weights = load_file(f"{run.last_checkpoint()}/adapter_model.safetensors")
     assert all(torch.isfinite(w).all() for w in weights.values())
 
 

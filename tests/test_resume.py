@@ -77,13 +77,13 @@ def test_kill_at_random_moments_then_resume_matches_uninterrupted(write_recipe, 
 
 
 def test_half_written_checkpoint_is_never_loaded(write_recipe, tmp_path):
-    from finetune import rundir
+    from finetune.rundir import RunDir
     recipe = load_recipe(write_recipe(KILL_RECIPE), [f"output.dir={tmp_path}/r", "train.max_steps=6"])
     run_dir, *_ = train(recipe)
     broken = run_dir / "checkpoints" / "checkpoint-9"
     broken.mkdir()
     (broken / "trainer_state.json").write_text('{"global_step": 9, "log_hi')  # killed mid-write
-    assert rundir.last_checkpoint(run_dir).endswith("checkpoint-6")
+    assert RunDir(run_dir).last_checkpoint().endswith("checkpoint-6")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

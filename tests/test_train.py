@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import TINY_RECIPE
-from finetune import rundir
+from finetune.rundir import RunDir, RunDirError
 from finetune.data.tokenize import IGNORE, encode_example
 from finetune.prompts import load_template
 from finetune.recipe import load_recipe
@@ -40,7 +40,7 @@ def test_masked_label_count_for_known_example():
 def test_lora_run_dir_and_only_adapters_train(write_recipe, tiny_dir):
     recipe = load_recipe(write_recipe(TINY_RECIPE))
     run_dir, model, tok, manifest = train(recipe)
-    rundir.set_status(run_dir, "finished")
+    assert RunDir(run_dir).status() == "finished", "training itself finishes the run, not the CLI"
     assert files_in(run_dir) == RUN_FILES | {"adapter/adapter_model.safetensors", "adapter/adapter_config.json",
                                              "adapter/README.md"}
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir() if p.is_dir()) == \
@@ -87,9 +87,8 @@ def test_loss_falls_on_a_repeated_batch(write_recipe):
 
 def test_finished_run_is_not_overwritten(write_recipe):
     path = write_recipe(TINY_RECIPE.replace("max_steps: 4", "max_steps: 1"))
-    run_dir, *_ = train(load_recipe(path))
-    rundir.set_status(run_dir, "finished")
-    with pytest.raises(rundir.RunDirError, match="holds a finished run; pass --overwrite"):
+    train(load_recipe(path))
+    with pytest.raises(RunDirError, match="holds a finished run; pass --overwrite"):
         train(load_recipe(path))
     train(load_recipe(path), overwrite=True)
 

@@ -16,6 +16,7 @@ from finetune.eval.harness import SCORES_FILE, evaluate
 from finetune.eval.pipeline import eval_base_and_finetuned, run_side_names, single_side
 from finetune.eval.report import format_table, write_report
 from finetune.eval.tasks import TaskError, available_tasks, load_task
+from finetune.rundir import base_spec, is_run_dir, load_for_eval
 
 
 def add_eval_args(parser):
@@ -43,56 +44,6 @@ def add_compare_args(parser):
     parser.add_argument("--out", default=None, help="report folder (default: B/../compare)")
     parser.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-
-
-def is_run_dir(path) -> bool:
-    p = Path(path)
-    return p.is_dir() and (p / "manifest.json").is_file() and \
-        ((p / "adapter" / "adapter_config.json").is_file() or (p / "model" / "config.json").is_file())
-
-
-def _manifest(run_dir: Path) -> dict:
-    return json.loads((Path(run_dir) / "manifest.json").read_text(encoding="utf-8"))
-
-
-def base_spec(run_dir: Path) -> str:
-    m = _manifest(run_dir)
-    spec = m.get("base_model_path") or m.get("base_model")
-    if not spec:
-        raise TaskError(f"{run_dir}/manifest.json: no 'base_model_path'; cannot tell which base model the run used")
-    return spec
-
-
-def _run_tokenizer(run_dir: Path, model, fallback: Path | None = None):
-    """The tokenizer a run saved (tokenizer/: its chat template and pad token), set up like load_model's."""
-    from transformers import AutoTokenizer
-
-    from finetune.model import setup_tokenizer
-
-    folder = run_dir / "tokenizer" if (run_dir / "tokenizer").is_dir() else fallback
-    return setup_tokenizer(AutoTokenizer.from_pretrained(str(folder)), model) if folder else None
-
-
-def load_for_eval(path, *, dtype: str = "float32"):
-    """(model, tokenizer) for a run directory (LoRA adapter on its base, or full weights) or any model spec."""
-    from finetune.model import load_model, torch_dtype
-
-    p = Path(path)
-    if not is_run_dir(p):
-        return load_model(str(path), dtype=dtype)
-    if (p / "adapter" / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        model, tokenizer = load_model(base_spec(p), dtype=dtype)
-        tokenizer = _run_tokenizer(p, model) or tokenizer
-        model = PeftModel.from_pretrained(model, str(p / "adapter"))
-    else:
-        from transformers import AutoModelForCausalLM
-
-        model = AutoModelForCausalLM.from_pretrained(str(p / "model"), dtype=torch_dtype(dtype), use_safetensors=True)
-        tokenizer = _run_tokenizer(p, model, fallback=p / "model")
-    model.eval()
-    return model, tokenizer
 
 
 def _task_names(spec: str) -> list[str]:
