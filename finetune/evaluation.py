@@ -2,7 +2,8 @@
 
 Both models see the same prompts, template and decoding: for LoRA the adapter is switched
 off on the same loaded model; for freeze / full the base is loaded again. With
-`eval.compare_base: false` only the finetuned model is scored, whatever the method.
+`eval.compare_base: false` only the finetuned model is scored, whatever the method. Base
+records scored under the same key by an earlier run are reused (eval/basecache.py).
 """
 
 import dataclasses
@@ -15,6 +16,7 @@ from finetune.recipe import Recipe
 
 
 def evaluate_run(recipe: Recipe, run_dir: Path, model, tokenizer, manifest: dict) -> dict:
+    from finetune.eval.basecache import BaseCache, weights_fingerprint
     from finetune.eval.pipeline import eval_base_and_finetuned, side_names
     from finetune.eval.report import format_table
 
@@ -29,7 +31,10 @@ def evaluate_run(recipe: Recipe, run_dir: Path, model, tokenizer, manifest: dict
         batch_size=recipe.eval.batch_size, limit=recipe.eval.limit, seed=recipe.train.seed,
         guards={"guard_tasks": recipe.eval.guard_tasks, "delta": recipe.eval.guard_delta} if recipe.eval.guard_tasks
         else None,
-        run_dir=run_dir, names=side_names(run_dir, recipe.model.name, dataclasses.asdict(recipe.method)))
+        run_dir=run_dir, names=side_names(run_dir, recipe.model.name, dataclasses.asdict(recipe.method)),
+        meta={"command": "finetune run"},
+        base_cache=BaseCache(weights=weights_fingerprint(manifest.get("base_model_path") or recipe.model.name),
+                             dtype=recipe.model.dtype, source=str(run_dir)))
     print(format_table(comparison), flush=True)
     manifest.setdefault("wall_times", {})["eval_s"] = round(time.time() - started, 2)
     manifest["eval"] = {name: {metric: {k: m.get(k) for k in ("a", "b", "diff", "p_value", "n")}

@@ -4,6 +4,7 @@
     finetune eval runs/quickstart --tasks arith_cot --with-base         # + base, paired report
     finetune eval /path/to/model --tasks gsm8k_cot_zeroshot --data-path ../shared/data
     finetune compare runs/a/eval/finetuned runs/b/eval/finetuned --out runs/a_vs_b
+    finetune compare runs/a runs/b runs/c [--fill]                       # a board: every finetune vs the base
 """
 
 import json
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from finetune.eval.compare import compare
 from finetune.eval.harness import SCORES_FILE, evaluate
-from finetune.eval.pipeline import eval_base_and_finetuned, run_side_names, single_side
+from finetune.eval.pipeline import run_side_names, single_side
 from finetune.eval.report import format_table, write_report
 from finetune.eval.tasks import TaskError, available_tasks, load_task
 from finetune.rundir import base_spec, is_run_dir, load_for_eval
@@ -36,14 +37,21 @@ def add_eval_args(parser):
     parser.add_argument("--with-base", action="store_true",
                         help="run directories: also evaluate the base model and write the comparison report")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--no-base-cache", action="store_true",
+                        help="score the base model even when the base cache holds records under the same key")
 
 
 def add_compare_args(parser):
-    parser.add_argument("a", metavar="A", help="eval folder of the reference model (or a run directory)")
-    parser.add_argument("b", metavar="B", help="eval folder of the model compared against A (or a run directory)")
-    parser.add_argument("--out", default=None, help="report folder (default: B/../compare)")
+    from finetune.eval.board_commands import add_board_args
+
+    parser.add_argument("paths", nargs="+", metavar="PATH",
+                        help="two eval folders A B (A the reference), or two or more run directories sharing a base "
+                             "(a board: each finetune against the base, the two best against each other)")
+    parser.add_argument("--out", default=None,
+                        help="report folder (default: B/../compare; a board: the runs' parent folder/board)")
     parser.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    add_board_args(parser)
 
 
 def _task_names(spec: str) -> list[str]:
@@ -83,19 +91,19 @@ def cmd_eval(args) -> int:
         if not run:
             raise TaskError(f"--with-base needs a run directory (it reads the base model from manifest.json); "
                             f"{args.model} is not one")
-        from finetune.model import load_model
+        from finetune.eval.board_commands import eval_run_with_base
 
-        comparison = eval_base_and_finetuned(
-            model, tokenizer, base_loader=lambda: load_model(base_spec(args.model), dtype=args.dtype),
-            task_names=names, out_dir=out, template_name=template, batch_size=args.batch_size, limit=args.limit,
-            seed=args.seed, data_path=args.data_path, run_dir=Path(args.model), names=run_side_names(args.model))
+        comparison = eval_run_with_base(Path(args.model), names, model=(model, tokenizer), out=out, template=template,
+                                        limit=args.limit, seed=args.seed, batch_size=args.batch_size,
+                                        dtype=args.dtype, data_path=args.data_path, cache=not args.no_base_cache)
         print(format_table(comparison))
-        print(f"\nreport: {out / 'report.html'}  (also report.md, results.json)")
+        print(f"\nwrote: report {out / 'report.html'} (also report.md, results.json; every task evaluated on this "
+              f"run so far)\n       records {out / 'finetuned'} and {out / 'base'}")
         return 0
     scores = evaluate(model, tokenizer, tasks, out, template_name=template, batch_size=args.batch_size,
                       limit=args.limit, seed=args.seed, label=args.label or Path(args.model).name)
     print(format_table(single_side(out, scores)))
-    print(f"\nper-sample records and scores.json: {out}")
+    print(f"\nwrote: per-sample records and scores.json in {out}")
     return 0
 
 
@@ -121,6 +129,14 @@ def _side_name(eval_dir: Path) -> str | None:
 
 
 def cmd_compare(args) -> int:
+    """Two eval folders: the paired report; two or more run directories: the board (board_commands.cmd_board)."""
+    if all(is_run_dir(p) for p in args.paths) and len(args.paths) >= 2 and not args.pair:
+        from finetune.eval.board_commands import cmd_board
+        return cmd_board(args)
+    if len(args.paths) != 2:
+        raise TaskError(f"compare takes two eval folders, or two or more run directories; got {len(args.paths)} "
+                        f"paths, not all run directories: {', '.join(p for p in args.paths if not is_run_dir(p))}")
+    args.a, args.b = args.paths
     a, b = _eval_dir(args.a), _eval_dir(args.b)
     comparison = compare(a, b, n_boot=args.n_boot, seed=args.seed)
     comparison["a"]["name"], comparison["b"]["name"] = _side_name(a), _side_name(b)

@@ -116,3 +116,11 @@ def compare(dir_a: Path, dir_b: Path, *, n_boot: int = 2000, seed: int = 0) -> d
                for name in tasks}
     return {"a": _side(dir_a, sa), "b": _side(dir_b, sb), "n_boot": n_boot, "seed": seed, "tasks": tasks,
             "configs": configs, "warnings": warnings}
+
+
+def compare_task(name: str, dir_a: Path, dir_b: Path, *, n_boot: int = 2000, seed: int = 0) -> dict:
+    """One task of two eval folders, paired by doc id exactly as `compare` does it, with its own warnings."""
+    sa, sb = _load_summary(dir_a), _load_summary(dir_b)
+    warnings: list[str] = []
+    out = _compare_task(name, sa["tasks"][name], sb["tasks"][name], dir_a, dir_b, n_boot, seed, warnings)
+    return {**out, "warnings": warnings}

@@ -7,6 +7,7 @@ Writes `<out_dir>/<task>.jsonl` (one line per document, written as it finishes) 
 again on the same folder resumes: finished documents are not redone.
 """
 
+import datetime
 import json
 import os
 import platform
@@ -59,15 +60,18 @@ def write_json(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
-def _task_summary(task: Task, template, records: list[dict], new: int, seconds: float, cfg: str) -> dict:
+def _task_summary(task: Task, template, records: list[dict], new: int, seconds: float, cfg: str,
+                  limit: int | None, previous: dict) -> dict:
     keys = task.metric_keys()
+    now = datetime.datetime.now().isoformat(timespec="seconds")
     return {
         "scores": {k: aggregate(k, records) for k in keys},
         "metrics": {k: {"higher_is_better": task.higher_is_better(k)} for k in keys},
         "n": len(records), "failures": failure_counts(task, records),
         "records": f"{task.name}.jsonl", "config": cfg, "output_type": task.output_type,
         "template": template.name, "template_source": template.source, "task_path": str(task.path),
-        "task_spec": task.spec, "data_path": task.data_path,
+        "task_spec": task.spec, "data_path": task.data_path, "limit": limit,
+        "evaluated_at": now if new or not previous.get("evaluated_at") else previous["evaluated_at"],
         "timing": {"new_samples": new, "seconds": round(seconds, 3),
                    "examples_per_s": round(new / seconds, 4) if new and seconds > 0 else None},
     }
@@ -101,7 +105,8 @@ def evaluate(model, tokenizer, tasks: list[Task], out_dir: Path, *, template_nam
                     RUNNERS[task.output_type](model, tokenizer, task, template, todo, store.write,
                                               batch_size=batch_size, seed=seed)
                 records = [store.records[i] for i, _ in docs]
-            summary["tasks"][task.name] = _task_summary(task, template, records, len(todo), time.time() - t0, cfg)
+            summary["tasks"][task.name] = _task_summary(task, template, records, len(todo), time.time() - t0, cfg,
+                                                        limit, summary["tasks"].get(task.name) or {})
             scores[task.name] = summary["tasks"][task.name]["scores"]
             write_json(summary_path, summary)
     finally:

@@ -102,3 +102,30 @@ def loss_curve(points: list[tuple[float, float]]) -> str | None:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return _png(fig)
+
+
+def board_bars(board: dict) -> str | None:
+    """One panel per (task, metric): the base and every finetune with 95% CIs (a board across runs)."""
+    panels = [(t, k, tb) for t, tb in board["tasks"].items() for k in tb["metrics"]]
+    if not panels:
+        return None
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig = Figure(figsize=(4.2 * cols, 3.0 * rows))
+    for i, (task, key, tb) in enumerate(panels):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        bars = [("base", (tb["base"] or {}).get(key, {}).get("score"), (tb["base"] or {}).get(key, {}).get("ci"))]
+        bars += [(Path(e["run"]).name, e["metrics"][key].get("b"), e["metrics"][key].get("ci_b"))
+                 for e in tb["entries"] if key in e["metrics"]]
+        bars = [b for b in bars if b[1] is not None]
+        vals = [b[1] for b in bars]
+        errs = [[v - (ci or (v, v))[0] for _, v, ci in bars], [(ci or (v, v))[1] - v for _, v, ci in bars]]
+        colors = [COLORS["a"] if name == "base" else COLORS["b"] for name, *_ in bars]
+        ax.bar(range(len(bars)), vals, yerr=errs, capsize=4, color=colors)
+        ax.set_xticks(range(len(bars)), [b[0] for b in bars], rotation=20, ha="right")
+        if key.split(":")[0] in ("exact_match", "acc", "acc_norm"):
+            ax.set_ylim(0, 1.05)
+        ax.set_title(f"{task}\n{key}", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    return _png(fig)

@@ -9,6 +9,7 @@ file can be mailed or attached as is.
 
 import datetime
 import html
+import json
 import os
 from pathlib import Path
 
@@ -262,17 +263,46 @@ def _single_html(comparison: dict, meta: dict | None) -> list[str]:
     return parts
 
 
-def write_report(out_dir: Path, comparison: dict, *, run_dir: Path | None = None, meta: dict | None = None) -> dict:
-    """Write results.json, report.md and report.html into out_dir; returns their paths."""
+EVAL_COLUMNS = ("task", "evaluated", "template", "limit", "seed", "base")
+
+
+def _previous_evaluations(path: Path) -> dict:
+    try:
+        return (json.loads(path.read_text(encoding="utf-8")).get("evaluations") or {}) if path.is_file() else {}
+    except (OSError, ValueError, AttributeError):  # an unreadable earlier report: start the history again
+        return {}
+
+
+def evaluation_rows(comparison: dict, evaluations: dict) -> list[tuple[str, ...]]:
+    """One row per task in the report: when and how it was evaluated (earlier tasks keep their own row)."""
+    return [(t, *(str(evaluations.get(t, {}).get(k, "")) for k in ("at", "template", "limit", "seed", "base")))
+            for t in comparison["tasks"]]
+
+
+def write_report(out_dir: Path, comparison: dict, *, run_dir: Path | None = None, meta: dict | None = None,
+                 evaluations: dict | None = None) -> dict:
+    """Write results.json, report.md and report.html into out_dir; returns their paths.
+
+    `evaluations` ({task: {at, template, limit, seed, base, ...}}) is merged into the history
+    already in out_dir/results.json, so a task evaluated earlier keeps its when/how."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     loss_points = read_loss(run_dir)
     roots = _path_roots()
     comparison, meta = portable(comparison, roots), portable(meta or {}, roots)
     paths = {"results": out_dir / "results.json", "markdown": out_dir / "report.md", "html": out_dir / "report.html"}
+    history = {**_previous_evaluations(paths["results"]), **portable(evaluations or {}, roots)}
+    history = {t: history[t] for t in comparison["tasks"] if t in history}
     write_json(paths["results"], {"created": datetime.datetime.now().isoformat(timespec="seconds"),
                                   "run_dir": portable(str(run_dir), roots) if run_dir else None, "meta": meta,
-                                  "comparison": comparison, "loss_points": len(loss_points)})
-    paths["markdown"].write_text(render_markdown(comparison, meta, loss_points), encoding="utf-8")
-    paths["html"].write_text(render_html(comparison, meta, loss_points), encoding="utf-8")
+                                  "evaluations": history, "comparison": comparison, "loss_points": len(loss_points)})
+    rows = evaluation_rows(comparison, history) if history else []
+    md = render_markdown(comparison, meta, loss_points)
+    if rows:
+        md += "\n## Evaluations\n\n" + "\n".join(_md_table(EVAL_COLUMNS, rows)) + "\n"
+    paths["markdown"].write_text(md, encoding="utf-8")
+    page = render_html(comparison, meta, loss_points)
+    if rows:
+        page = page.replace("</body>", "<h2>Evaluations</h2>" + _html_table(EVAL_COLUMNS, rows) + "</body>")
+    paths["html"].write_text(page, encoding="utf-8")
     return paths
