@@ -2,9 +2,11 @@
 
     finetune train recipes/quickstart.yaml train.max_steps=20
 
-Reads top to bottom. TRL does the training loop; this file chooses CPU-sane defaults
-(fp32, gradient checkpointing only where memory asks for it), writes the run directory
-and resumes an unfinished run from its last complete checkpoint.
+Reads top to bottom: `train` (status) -> `_train` (the story: recipe, model, data, manifest,
+fit, save) -> the helpers it calls, in the order it calls them. TRL does the training loop
+(`finetune/trainer.py`); `sft_config` lists the TRL defaults this project changes, each with
+its reason (fp32 on CPU, gradient checkpointing only where memory asks for it). An unfinished
+run resumes from its last complete checkpoint.
 """
 
 import time
@@ -14,8 +16,8 @@ import torch
 from transformers import set_seed
 
 from finetune import memory, rundir
-from finetune.rundir import RunDir
 from finetune.launch import is_main
+from finetune.rundir import RunDir
 from finetune.data.audit import audit
 from finetune.data.build import build_datasets
 from finetune.data.tokenize import IGNORE
@@ -26,33 +28,161 @@ from finetune.recipe import Recipe, dump_recipe
 from finetune.trainer import FinetuneTrainer, StopOnSignal, TrainLog
 
 
+def train(recipe: Recipe, *, overwrite: bool = False, speed_off=()):
+    """Train per the recipe; returns (run_dir, model, tokenizer, manifest), the trained model in memory.
+
+    `speed_off`: speed paths to leave off (`finetune.speed.PATHS`), for benchmarks/levers.py.
+    """
+    run = RunDir(recipe.run_dir())
+    resuming = run.prepare(overwrite or recipe.output.overwrite)
+    run.set_status("running")
+    try:
+        result = _train(recipe, run.path, resuming, speed_off)
+    except BaseException as e:
+        error = "interrupted; rerun the same command to resume" if isinstance(e, (Interrupted, KeyboardInterrupt)) \
+            else f"{type(e).__name__}: {e}"[:500]
+        run.set_status("failed", error=error)
+        raise
+    run.set_status("finished")  # training's own state; an evaluation after it records its results apart
+    return result
+
+
+def _train(recipe: Recipe, run_dir: Path, resuming: bool, speed_off=()):
+    started = time.time()
+    run = RunDir(run_dir)
+    rundir.write_atomic(run / RunDir.RECIPE, dump_recipe(recipe))
+    set_seed(recipe.train.seed)
+    base_path = resolve_model(recipe.model.name)
+    model, tokenizer, table, est, checkpointing = setup_model(recipe)
+    rundir.write_atomic(run / RunDir.TRAINABLE, format_table(table) + "\n")
+
+    t_data = time.time()
+    bundle = build_datasets(recipe.data, tokenizer, seed=recipe.train.seed)
+    data_stats = audit(bundle, tokenizer, recipe.data.max_length)  # stops on zero/EOS-less/cut-off labels
+    rundir.write_atomic(run / RunDir.TEMPLATE, bundle.template.source)
+    manifest = _manifest(recipe, base_path, bundle, data_stats, table, est, checkpointing)
+    manifest["wall_times"] = {"data_s": round(time.time() - t_data, 2)}
+    run.write_manifest(manifest)
+
+    t_train = time.time()
+    trainer, metrics = fit(recipe, run_dir, model, tokenizer, bundle, resuming, checkpointing, speed_off)
+    manifest["wall_times"]["train_s"] = round(time.time() - t_train, 2)
+    manifest["train_metrics"] = metrics
+    model = trainer.model
+    model.eval()
+    if is_main():
+        save_outputs(model, tokenizer, run, recipe.method.name)
+        plot_loss(run)
+    manifest["wall_times"]["total_s"] = round(time.time() - started, 2)
+    run.write_manifest(manifest)
+    return run_dir, model, tokenizer, manifest
+
+
+def _manifest(recipe: Recipe, base_path: str, bundle, data_stats: dict, table: dict, est, checkpointing: bool):
+    """What a later reader needs to trust or reproduce the run (manifest.json)."""
+    return {"recipe_hash": recipe.hash(), "recipe_file": recipe.source_path, "base_model": recipe.model.name,
+            "base_model_path": base_path, "method": recipe.method.name, "template": bundle.template.name,
+            "dataset_fingerprint": bundle.fingerprint, "data_stats": data_stats, "train_examples": len(bundle.train),
+            "val_examples": len(bundle.val) if bundle.val is not None else 0,
+            "toolkit_commit": rundir.toolkit_commit(), "versions": rundir.versions(), "trainable": table,
+            "memory_estimate_bytes": est, "gradient_checkpointing": checkpointing}
+
+
+def setup_model(recipe: Recipe):
+    """Base model + tokenizer with the method applied, and whether to checkpoint (train.gradient_checkpointing
+    with `auto` decided); prints the trainable table and memory estimate."""
+    model, tokenizer = load_base(recipe.model)
+    model = apply_method(model, recipe.method)
+    table = trainable_table(model)
+    print(format_table(table), flush=True)
+    available, where = memory.available_bytes()
+    checkpointing = memory.use_checkpointing(model, recipe, available)
+    est = memory.estimate(model, recipe, checkpointing)
+    print(memory.format_estimate(est) + f" (gradient checkpointing {'on' if checkpointing else 'off'})", flush=True)
+    memory.check_fits(est, available, where, recipe)
+    return model, tokenizer, table, est, checkpointing
+
+
+def fit(recipe: Recipe, run_dir: Path, model, tokenizer, bundle, resuming: bool, checkpointing: bool,
+        speed_off=()):
+    """TRL SFTTrainer.train(), resuming from the last complete checkpoint; returns the trainer and metrics."""
+    run = RunDir(run_dir)
+    ckpt = run.last_checkpoint() if resuming else None
+    stopper = StopOnSignal()
+    trainer = make_trainer(recipe, run_dir, model, tokenizer, bundle, checkpointing, speed_off=speed_off,
+                           callbacks=[TrainLog(run, int(ckpt.rsplit("-", 1)[1]) if ckpt else 0), stopper])
+    if ckpt:
+        print(f"[finetune] resuming from {ckpt}", flush=True)
+    stopper.install()
+    try:
+        result = trainer.train(resume_from_checkpoint=ckpt)
+    except BaseException as e:
+        oom = explain_oom(e, recipe.train.batch_size, recipe.train.grad_accum, recipe.data.max_length)
+        if oom:
+            raise oom from e
+        raise
+    finally:
+        stopper.uninstall()
+    if stopper.requested:
+        raise Interrupted(f"stopped at step {trainer.state.global_step}; checkpoint written to "
+                          f"{run.last_checkpoint()}. Rerun the same command to resume.")
+    return trainer, result.metrics
+
+
+def make_trainer(recipe: Recipe, run_dir: Path, model, tokenizer, bundle, checkpointing: bool, callbacks=(),
+                 speed_off=(), trainer_class=None):
+    """Our trainer on the recipe's data and TRL settings; `trainer_class=SFTTrainer` gives TRL's own on the same."""
+    train_set, val_set = bundle.train, bundle.val
+    if _padding_free(recipe):
+        train_set, val_set = (cut_to_max_length(d, recipe.data.max_length) for d in (train_set, val_set))
+    kwargs = dict(model=model, args=sft_config(recipe, run_dir, checkpointing), train_dataset=train_set,
+                  eval_dataset=val_set, processing_class=tokenizer, callbacks=list(callbacks))
+    if trainer_class is not None:
+        return trainer_class(**kwargs)
+    return FinetuneTrainer(**kwargs, speed_paths=recipe.train.speed_paths, speed_off=speed_off)
+
+
 def sft_config(recipe: Recipe, run_dir: Path, checkpointing: bool):
-    """TRL's config from the recipe; `checkpointing` is train.gradient_checkpointing with `auto` decided."""
+    """TRL's config: the recipe's values, and below them each TRL default we change, with its reason.
+
+    `checkpointing` is train.gradient_checkpointing with `auto` decided (memory.use_checkpointing).
+    """
     from trl import SFTConfig
 
     t, on_gpu = recipe.train, torch.cuda.is_available()
     return SFTConfig(
-        output_dir=str(run_dir / RunDir.CHECKPOINTS),
-        max_steps=t.max_steps, num_train_epochs=t.epochs,
-        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
+        # from the recipe (train.*, data.*)
+        max_steps=t.max_steps,
+        num_train_epochs=t.epochs,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
         gradient_accumulation_steps=t.grad_accum,
-        learning_rate=t.lr, lr_scheduler_type=t.scheduler, warmup_steps=t.warmup_ratio,
-        weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
-        seed=t.seed, data_seed=t.seed,
-        logging_steps=t.logging_steps, save_strategy="steps", save_steps=t.save_steps, save_total_limit=2,
-        eval_strategy="steps" if recipe.data.val_size else "no", eval_steps=t.save_steps,
-        # TRL defaults to bf16 and checkpointing every block; on a CPU without AVX512-BF16 bf16
-        # matmul is ~100x slower, and checkpointing costs time where memory does not ask for it
-        # (memory.use_checkpointing), and every n-th block (train.checkpoint_every) keeps most of
-        # its memory saving for a fraction of the recompute, so both follow the recipe.
-        bf16=on_gpu and recipe.model.dtype == "bfloat16", fp16=on_gpu and recipe.model.dtype == "float16",
-        use_cpu=not on_gpu, activation_checkpointing=checkpointing,
+        learning_rate=t.lr,
+        lr_scheduler_type=t.scheduler,
+        warmup_steps=t.warmup_ratio,  # a float below 1 is a ratio of the steps to transformers
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        seed=t.seed,
+        logging_steps=t.logging_steps,
+        save_steps=t.save_steps,
+        packing=recipe.data.packing,
+        padding_free=recipe.data.padding_free,  # TRL makes packed rows padding-free itself
+        # changed from TRL's defaults
+        output_dir=str(run_dir / RunDir.CHECKPOINTS),  # checkpoints live inside the run directory
+        data_seed=t.seed,  # TRL: None (data order from the global RNG); train.seed alone fixes the order
+        save_total_limit=2,  # TRL: keep all; two suffice to resume when the newest was cut by a kill
+        eval_strategy="steps" if recipe.data.val_size else "no",  # validation loss when data.val_size sets one
+        eval_steps=t.save_steps,  # one validation loss per checkpoint
+        # TRL: bf16 on; on a CPU without AVX512-BF16 bf16 matmul is ~100x slower, so fp32 there
+        bf16=on_gpu and recipe.model.dtype == "bfloat16",
+        fp16=on_gpu and recipe.model.dtype == "float16",  # model.dtype decides on a GPU
+        use_cpu=not on_gpu,  # TRL refuses to start on a CPU-only machine without it
+        # TRL: checkpoint every block; only where memory asks for it, every n-th block (train.checkpoint_every)
+        activation_checkpointing=checkpointing,
         activation_checkpointing_kwargs={"every_n_layers": t.checkpoint_every} if checkpointing else None,
         # padding-free rows are cut to max_length by `cut_to_max_length` (TRL refuses max_length with them)
-        max_length=None if _padding_free(recipe) else recipe.data.max_length, packing=recipe.data.packing,
-        padding_free=recipe.data.padding_free,  # TRL makes packed rows padding-free itself
-        completion_only_loss=None, dataset_num_proc=None,
-        report_to="none", disable_tqdm=False, save_only_model=False, dataloader_num_workers=0,
+        max_length=None if _padding_free(recipe) else recipe.data.max_length,
+        disable_tqdm=False,  # TRL: None, which hides the progress bar when logging is quiet
     )
 
 
@@ -95,112 +225,3 @@ def plot_loss(run: RunDir) -> None:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, dpi=100)
     plt.close(fig)
-
-
-def setup_model(recipe: Recipe):
-    """Base model + tokenizer with the method applied, and whether to checkpoint (train.gradient_checkpointing
-    with `auto` decided); prints the trainable table and memory estimate."""
-    model, tokenizer = load_base(recipe.model)
-    model = apply_method(model, recipe.method)
-    table = trainable_table(model)
-    print(format_table(table), flush=True)
-    available, where = memory.available_bytes()
-    checkpointing = memory.use_checkpointing(model, recipe, available)
-    est = memory.estimate(model, recipe, checkpointing)
-    print(memory.format_estimate(est) + f" (gradient checkpointing {'on' if checkpointing else 'off'})", flush=True)
-    memory.check_fits(est, available, where, recipe)
-    return model, tokenizer, table, est, checkpointing
-
-
-def make_trainer(recipe: Recipe, run_dir: Path, model, tokenizer, bundle, checkpointing: bool, callbacks=(),
-                 speed_off=(), trainer_class=None):
-    """Our trainer on the recipe's data and TRL settings; `trainer_class=SFTTrainer` gives TRL's own on the same."""
-    train_set, val_set = bundle.train, bundle.val
-    if _padding_free(recipe):
-        train_set, val_set = (cut_to_max_length(d, recipe.data.max_length) for d in (train_set, val_set))
-    kwargs = dict(model=model, args=sft_config(recipe, run_dir, checkpointing), train_dataset=train_set,
-                  eval_dataset=val_set, processing_class=tokenizer, callbacks=list(callbacks))
-    if trainer_class is not None:
-        return trainer_class(**kwargs)
-    return FinetuneTrainer(**kwargs, speed_paths=recipe.train.speed_paths, speed_off=speed_off)
-
-
-def fit(recipe: Recipe, run_dir: Path, model, tokenizer, bundle, resuming: bool, checkpointing: bool,
-        speed_off=()):
-    """TRL SFTTrainer.train(), resuming from the last complete checkpoint; returns the trainer and metrics."""
-    run = RunDir(run_dir)
-    ckpt = run.last_checkpoint() if resuming else None
-    stopper = StopOnSignal()
-    trainer = make_trainer(recipe, run_dir, model, tokenizer, bundle, checkpointing, speed_off=speed_off,
-                           callbacks=[TrainLog(run, int(ckpt.rsplit("-", 1)[1]) if ckpt else 0), stopper])
-    if ckpt:
-        print(f"[finetune] resuming from {ckpt}", flush=True)
-    stopper.install()
-    try:
-        result = trainer.train(resume_from_checkpoint=ckpt)
-    except BaseException as e:
-        oom = explain_oom(e, recipe.train.batch_size, recipe.train.grad_accum, recipe.data.max_length)
-        if oom:
-            raise oom from e
-        raise
-    finally:
-        stopper.uninstall()
-    if stopper.requested:
-        raise Interrupted(f"stopped at step {trainer.state.global_step}; checkpoint written to "
-                          f"{run.last_checkpoint()}. Rerun the same command to resume.")
-    return trainer, result.metrics
-
-
-def train(recipe: Recipe, *, overwrite: bool = False, speed_off=()):
-    """Train per the recipe; returns (run_dir, model, tokenizer, manifest), the trained model in memory.
-
-    `speed_off`: speed paths to leave off (`finetune.speed.PATHS`), for benchmarks/levers.py.
-    """
-    run = RunDir(recipe.run_dir())
-    resuming = run.prepare(overwrite or recipe.output.overwrite)
-    run.set_status("running")
-    try:
-        result = _train(recipe, run.path, resuming, speed_off)
-    except BaseException as e:
-        error = "interrupted; rerun the same command to resume" if isinstance(e, (Interrupted, KeyboardInterrupt)) \
-            else f"{type(e).__name__}: {e}"[:500]
-        run.set_status("failed", error=error)
-        raise
-    run.set_status("finished")  # training's own state; an evaluation after it records its results apart
-    return result
-
-
-def _train(recipe: Recipe, run_dir: Path, resuming: bool, speed_off=()):
-    started = time.time()
-    run = RunDir(run_dir)
-    rundir.write_atomic(run / RunDir.RECIPE, dump_recipe(recipe))
-    set_seed(recipe.train.seed)
-    base_path = resolve_model(recipe.model.name)
-    model, tokenizer, table, est, checkpointing = setup_model(recipe)
-    rundir.write_atomic(run / RunDir.TRAINABLE, format_table(table) + "\n")
-
-    t_data = time.time()
-    bundle = build_datasets(recipe.data, tokenizer, seed=recipe.train.seed)
-    data_stats = audit(bundle, tokenizer, recipe.data.max_length)  # stops on zero/EOS-less/cut-off labels
-    rundir.write_atomic(run / RunDir.TEMPLATE, bundle.template.source)
-    manifest = {"recipe_hash": recipe.hash(), "recipe_file": recipe.source_path, "base_model": recipe.model.name,
-                "base_model_path": base_path, "method": recipe.method.name, "template": bundle.template.name,
-                "dataset_fingerprint": bundle.fingerprint, "data_stats": data_stats, "train_examples": len(bundle.train),
-                "val_examples": len(bundle.val) if bundle.val is not None else 0,
-                "toolkit_commit": rundir.toolkit_commit(), "versions": rundir.versions(), "trainable": table,
-                "memory_estimate_bytes": est, "gradient_checkpointing": checkpointing,
-                "wall_times": {"data_s": round(time.time() - t_data, 2)}}
-    run.write_manifest(manifest)
-
-    t_train = time.time()
-    trainer, metrics = fit(recipe, run_dir, model, tokenizer, bundle, resuming, checkpointing, speed_off)
-    manifest["wall_times"]["train_s"] = round(time.time() - t_train, 2)
-    manifest["train_metrics"] = metrics
-    model = trainer.model
-    model.eval()
-    if is_main():
-        save_outputs(model, tokenizer, run, recipe.method.name)
-        plot_loss(run)
-    manifest["wall_times"]["total_s"] = round(time.time() - started, 2)
-    run.write_manifest(manifest)
-    return run_dir, model, tokenizer, manifest
