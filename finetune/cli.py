@@ -47,6 +47,8 @@ def cmd_validate(args):
         print(schema_reference())
     print(f"{args.recipe}: OK ({recipe.method.name} on {recipe.model.name}, "
           f"{len(recipe.data.datasets)} dataset(s), run dir {recipe.run_dir()})")
+    from finetune.preflight import print_contamination
+    print_contamination(recipe)
 
 
 def cmd_train(args, evaluate: bool = False):
@@ -64,7 +66,17 @@ def cmd_train(args, evaluate: bool = False):
         from finetune.rundir import RunDir
         with RunDir(run_dir).evaluating():  # status.json: training stays finished, eval beside it
             evaluate_run(recipe, run_dir, model, tokenizer, manifest)
+        if recipe.output.card:
+            from finetune.cards import write_card
+            print(f"[finetune] result card: {write_card(recipe, run_dir, _command(args))}")
     print(f"[finetune] done: {run_dir}")
+
+
+def _command(args) -> str:
+    """The command that reproduces this run, as a user would type it."""
+    env = os.environ.get("FINETUNE_DATA_DIR")
+    data = f"FINETUNE_DATA_DIR={os.path.relpath(env)} " if env else ""
+    return f"{data}finetune run {args.recipe}" + "".join(f" {o}" for o in args.overrides)
 
 
 def cmd_run(args):
