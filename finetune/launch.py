@@ -5,7 +5,8 @@
 
 re-executes the same command under `accelerate launch`. Each process reads
 train.batch_size examples per step, so the global batch is nproc x batch_size x grad_accum.
-Only rank 0 writes the run directory and runs the evaluation.
+Only rank 0 writes the run directory and runs the evaluation; every rank takes part in the
+final save (finetune/train.py), then the process group ends.
 """
 
 import os
@@ -23,6 +24,15 @@ def world_size() -> int:
 
 def is_main() -> bool:
     return rank() == 0
+
+
+def end_process_group() -> None:
+    """After the last collective (the final save): what follows is rank 0's alone."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def launched() -> bool:

@@ -7,6 +7,15 @@ fit, save) -> the helpers it calls, in the order it calls them. TRL does the tra
 (`finetune/trainer.py`); `sft_config` lists the TRL defaults this project changes, each with
 its reason (fp32 on CPU, gradient checkpointing only where memory asks for it). An unfinished
 run resumes from its last complete checkpoint.
+
+Multi-process runs (`--nproc`, FSDP / DeepSpeed presets): after training every rank takes part
+in the final save (`save_outputs`: the trainer's own save path, which gathers a full state dict
+under FSDP / ZeRO-3), then the process group ends, then rank 0 alone reloads the saved, unsharded
+weights from the run directory for what follows (evaluation); the other ranks return None.
+Tested on CPU with 2 gloo processes (DDP: tests/test_distributed.py: both ranks save and exit,
+the saved adapter equals a 1-process run's). Only a multi-GPU machine can show the sharded
+cases: that the FSDP FULL_STATE_DICT / ZeRO-3 gather completes without a hang and the gathered
+weights are whole (recipes/accelerate/*.yaml).
 """
 
 import time
@@ -15,7 +24,7 @@ from pathlib import Path
 import torch
 from transformers import set_seed
 
-from finetune import memory, rundir
+from finetune import launch, memory, rundir
 from finetune.launch import is_main
 from finetune.rundir import RunDir
 from finetune.data.audit import audit
@@ -68,10 +77,12 @@ def _train(recipe: Recipe, run_dir: Path, resuming: bool, speed_off=()):
     trainer, metrics = fit(recipe, run_dir, model, tokenizer, bundle, resuming, checkpointing, speed_off)
     manifest["wall_times"]["train_s"] = round(time.time() - t_train, 2)
     manifest["train_metrics"] = metrics
-    model = trainer.model
-    model.eval()
+    save_outputs(trainer, tokenizer, run, recipe.method.name)  # every rank: the last collective
+    model = trainer.model.eval()
+    if launch.world_size() > 1:  # sharded (FSDP / ZeRO-3) or not, rank 0 goes on with the saved weights alone
+        launch.end_process_group()
+        model, tokenizer = run.load(dtype=recipe.model.dtype) if is_main() else (None, None)
     if is_main():
-        save_outputs(model, tokenizer, run, recipe.method.name)
         plot_loss(run)
     manifest["wall_times"]["total_s"] = round(time.time() - started, 2)
     run.write_manifest(manifest)
@@ -198,10 +209,24 @@ def cut_to_max_length(dataset, max_length: int):
     return cut.filter(lambda r: any(t != IGNORE for t in r["labels"]))
 
 
-def save_outputs(model, tokenizer, run: RunDir, method: str) -> None:
-    """Final weights as safetensors: the adapter for LoRA, the whole model otherwise."""
-    rundir.write_dir_atomic(run.weights_dir(method), lambda tmp: model.save_pretrained(tmp, safe_serialization=True))
+def save_outputs(trainer, tokenizer, run: RunDir, method: str) -> None:
+    """Final weights as safetensors (the adapter for LoRA, the whole model otherwise) and the tokenizer.
+
+    Every rank calls the trainer's own save: under FSDP / ZeRO-3 it gathers the full state dict, a
+    collective all ranks must join (rank 0 alone saving hangs there); rank 0 alone writes.
+    """
+    if not is_main():
+        trainer.save_model(str(run.weights_dir(method)) + ".tmp")  # joins the gather, writes nothing
+        trainer.accelerator.wait_for_everyone()
+        return
     rundir.write_dir_atomic(run / RunDir.TOKENIZER, tokenizer.save_pretrained)
+
+    def write(tmp: Path):
+        trainer.save_model(str(tmp))
+        for name in ["training_args.bin", *(p.name for p in (run / RunDir.TOKENIZER).iterdir())]:
+            (tmp / name).unlink(missing_ok=True)  # the trainer saves these beside the weights; tokenizer/ has them
+    rundir.write_dir_atomic(run.weights_dir(method), write)
+    trainer.accelerator.wait_for_everyone()
 
 
 def plot_loss(run: RunDir) -> None:

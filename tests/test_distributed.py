@@ -1,14 +1,16 @@
 """Data parallel through accelerate: 2 CPU processes (gloo) match 1 process; presets load."""
 
-import json
 import subprocess
 import sys
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from conftest import TINY_RECIPE
 from finetune.recipe import load_recipe
 from finetune.resources import resource_dir
+from finetune.rundir import RunDir
 from finetune.train import train
 
 # Same global batch: 1 process x 4 examples == 2 processes x 2 examples.
@@ -19,8 +21,7 @@ TOLERANCE = 1e-4  # relative, per logged step: gradient all-reduce changes the f
 
 
 def curve(run_dir):
-    rows = [json.loads(l) for l in (run_dir / "logs" / "train_log.jsonl").read_text().splitlines()]
-    return [(r["step"], r["loss"], r["num_tokens"]) for r in rows if "loss" in r]
+    return [(r["step"], r["loss"], r["num_tokens"]) for r in RunDir(run_dir).train_log() if "loss" in r]
 
 
 def test_two_processes_match_one(write_recipe, tmp_path):
@@ -36,8 +37,13 @@ def test_two_processes_match_one(write_recipe, tmp_path):
     for (_, a, _), (_, b, _) in zip(one, two):
         assert abs(a - b) <= TOLERANCE * abs(a)
     # rank 0 alone wrote the run directory: one status, one log line per step
-    assert json.loads((tmp_path / "ddp" / "status.json").read_text())["state"] == "finished"
-    assert (tmp_path / "ddp" / "adapter" / "adapter_model.safetensors").is_file()
+    assert RunDir(tmp_path / "ddp").status() == "finished"
+    # every rank joined the trainer's save and exited (process group ended); the adapter is whole and the same
+    adapter = RunDir(tmp_path / "ddp") / RunDir.ADAPTER
+    assert sorted(p.name for p in adapter.iterdir()) == sorted(p.name for p in (single / RunDir.ADAPTER).iterdir())
+    a = load_file(single / RunDir.ADAPTER / "adapter_model.safetensors")
+    b = load_file(adapter / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-5) for k in a)
 
 
 @pytest.mark.parametrize("path", sorted((resource_dir("recipes") / "accelerate").glob("*.yaml")),
