@@ -18,7 +18,7 @@ import importlib
 import os
 import sys
 
-from finetune.errors import interruptions, user_errors
+from finetune.errors import Interrupted, UserError
 
 
 def _add_recipe_args(p: argparse.ArgumentParser, launch: bool = False):
@@ -142,7 +142,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args) or 0
-    except interruptions() as e:
+    except Interrupted as e:
         print(f"\n[finetune] {e}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head` and closed early
@@ -152,7 +152,7 @@ def main(argv=None) -> int:
         print("\ninterrupted; the run directory keeps its last complete checkpoint (rerun to resume)",
               file=sys.stderr)
         return 130
-    except user_errors() as e:
+    except UserError as e:
         if args.debug:
             raise
         print(f"error: {e}", file=sys.stderr)

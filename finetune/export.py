@@ -13,10 +13,11 @@ import argparse
 from pathlib import Path
 
 from finetune import rundir
+from finetune.errors import UserError
 from finetune.rundir import RunDir
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     pass
 
 

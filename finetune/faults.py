@@ -4,16 +4,17 @@ The trainer that raises them is `finetune/trainer.py`; no torch import here.
 
 - `TrainingError`: a non-finite loss (raised before the step is checkpointed) or out of
   memory, reported with the settings to change (exit status 2, no traceback).
-- `Interrupted`: Ctrl-C or SIGTERM stopped the run after writing a checkpoint.
+- `Interrupted` (defined in finetune/errors.py, with every error class the CLI catches):
+  Ctrl-C or SIGTERM stopped the run after writing a checkpoint.
 """
 
+from finetune.errors import Interrupted, UserError
 
-class TrainingError(RuntimeError):
+__all__ = ["Interrupted", "TrainingError", "explain_oom"]
+
+
+class TrainingError(UserError):
     """A training-time fault explained to the user (exit status 2, no traceback)."""
-
-
-class Interrupted(Exception):
-    """Training stopped on request after writing a checkpoint."""
 
 
 def explain_oom(error: BaseException, batch_size: int, grad_accum: int, max_length: int) -> TrainingError | None:

@@ -18,13 +18,14 @@ recomputation costs time (LoRA on SmolLM2, CPU: every 3rd block checkpointed ran
 
 import torch
 
+from finetune.errors import UserError
 from finetune.methods import find_blocks
 
 GIB = 2**30
 AUTO_FRACTION = 0.5
 
 
-class MemoryEstimateError(RuntimeError):
+class MemoryEstimateError(UserError):
     pass
 
 

@@ -38,13 +38,14 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from finetune.errors import UserError
 from finetune.launch import is_main
 
 PACKAGES = ["finetune", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "gguf"]
 STATES = ("running", "finished", "failed")
 
 
-class RunDirError(ValueError):
+class RunDirError(UserError):
     pass
 
 

@@ -177,3 +177,15 @@ def test_board_refuses_runs_evaluated_with_another_task_file(two_runs, capsys):
 def test_holm_adjustment():
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert holm([0.5]) == [0.5]
+
+
+def test_guard_verdicts_are_read_as_verdict_py_writes_them():
+    from types import SimpleNamespace
+
+    from finetune.eval.board import verdict
+    run = SimpleNamespace(results={"comparison": {"tasks": {
+        "arc_easy_guard": {"role": "guard", "verdicts": {"acc": {"verdict": "no_regression",
+                                                                  "label": "no regression beyond δ = 0.02"}}},
+        "arith_cot": {"metrics": {}}}}})
+    assert verdict(run, "arc_easy_guard") == "acc: no regression beyond δ = 0.02"
+    assert verdict(run, "arith_cot") is None and verdict(run, "absent") is None

@@ -23,8 +23,9 @@ from finetune.resources import cache_dir
 
 CHUNK = 1 << 20  # 1 MiB read from each end of every weight file
 WEIGHT_GLOBS = ("*.safetensors", "*.bin", "*.pt", "config.json")
-HARNESS_FILES = ("harness.py", "runners.py", "generate.py", "loglik.py", "scoring.py", "extract.py", "decode.py",
-                 "docs.py", "tasks.py", "taskfile.py", "records.py")
+HARNESS_FILES = tuple(f"eval/{f}" for f in ("harness.py", "runners.py", "generate.py", "loglik.py", "scoring.py",
+                                             "decode.py", "docs.py", "tasks.py", "taskfile.py", "records.py")
+                      ) + ("answers.py", "prompts.py")  # under finetune/: the code that turns a model into scores
 
 
 def _file_digest(path: Path) -> str:
@@ -54,9 +55,8 @@ def weights_fingerprint(spec) -> str:
 def harness_version() -> str:
     import finetune
 
-    here = Path(__file__).resolve().parent
-    parts = [finetune.__version__] + [hashlib.sha256((here / f).read_bytes()).hexdigest()
-                                      for f in HARNESS_FILES if (here / f).is_file()]
+    package = Path(finetune.__file__).resolve().parent
+    parts = [finetune.__version__] + [hashlib.sha256((package / f).read_bytes()).hexdigest() for f in HARNESS_FILES]
     return config_hash(parts)
 
 

@@ -168,17 +168,12 @@ def _best_two(task: str, key: str, entries: list[dict], by_run: dict, n_boot: in
 
 
 def verdict(run: BoardRun, task: str) -> str | None:
-    """A guard verdict for task as the run's results.json states it (top-level or comparison `verdicts`/`guards`,
-    or the task's own `verdict`); None when the run has none."""
-    comp = run.results.get("comparison") or {}
-    for source in (run.results.get("verdicts"), comp.get("verdicts"), run.results.get("guards"), comp.get("guards")):
-        found = source.get(task) if isinstance(source, dict) else next(
-            (v for v in source if isinstance(v, dict) and v.get("task") == task), None) if isinstance(source, list) \
-            else None
-        if found is not None:
-            return found if isinstance(found, str) else str(found.get("verdict") or found.get("text") or found)
-    found = ((comp.get("tasks") or {}).get(task) or {}).get("verdict")
-    return None if found is None else found if isinstance(found, str) else str(found.get("verdict") or found)
+    """The guard verdicts of `task` in the run's results.json (finetune/eval/verdict.py writes them on each
+    guard task of the comparison: {metric: {verdict, label}}); None when the task is not a guard there."""
+    found = (((run.results.get("comparison") or {}).get("tasks") or {}).get(task) or {}).get("verdicts")
+    if not found:
+        return None
+    return "; ".join(f"{key}: {v.get('label') or v.get('verdict')}" for key, v in found.items())
 
 
 def _task_board(task: str, runs: list[BoardRun], n_boot: int, seed: int) -> dict:
