@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from finetune.resources import project_root
+from finetune.rundir import RunDir
 
 TABLE_HEADER = "| recipe | method | task | metric | base | finetuned | B − A [95% CI] | p | n | verdict | time |"
 
@@ -48,7 +49,7 @@ def _task_rows(results: dict) -> dict:
 
 def build_card(recipe, run_dir: Path, command: str) -> dict:
     """The card of a finished run, from the files it wrote."""
-    manifest = json.loads((Path(run_dir) / "manifest.json").read_text(encoding="utf-8"))
+    manifest = RunDir(run_dir).manifest()
     results_path = Path(run_dir) / "eval" / "results.json"
     results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.is_file() else {}
     return {

@@ -10,7 +10,7 @@ import dataclasses
 import time
 from pathlib import Path
 
-from finetune import rundir
+from finetune.rundir import RunDir
 from finetune.model import load_base
 from finetune.recipe import Recipe
 
@@ -40,5 +40,5 @@ def evaluate_run(recipe: Recipe, run_dir: Path, model, tokenizer, manifest: dict
     manifest["eval"] = {name: {metric: {k: m.get(k) for k in ("a", "b", "diff", "p_value", "n")}
                                for metric, m in task.get("metrics", {}).items()}
                         for name, task in comparison.get("tasks", {}).items()}
-    rundir.write_json(run_dir / "manifest.json", manifest)
+    RunDir(run_dir).write_manifest(manifest)
     return comparison

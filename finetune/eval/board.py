@@ -23,6 +23,7 @@ from finetune.eval.basecache import weights_fingerprint
 from finetune.eval.compare import compare_task
 from finetune.eval.harness import SCORES_FILE
 from finetune.eval.taskfile import TaskError
+from finetune.rundir import RunDir
 
 CORRECTION = ("Holm: the p-values of the finetunes against the base are adjusted together within each task and "
               "metric (family = the finetunes on the board)")
@@ -67,11 +68,11 @@ class BoardRun:
 
 def load_run(path) -> BoardRun:
     p = Path(path)
-    if not (p / "manifest.json").is_file():
+    if not (RunDir(p) / RunDir.MANIFEST).is_file():
         raise BoardError(f"{path}: not a run directory (no manifest.json); the board compares runs of `finetune run`")
     recipe_file = p / "recipe.yaml"
     recipe = yaml.safe_load(recipe_file.read_text(encoding="utf-8")) if recipe_file.is_file() else {}
-    run = BoardRun(p, _read_json(p / "manifest.json"), recipe if isinstance(recipe, dict) else {},
+    run = BoardRun(p, _read_json(RunDir(p) / RunDir.MANIFEST), recipe if isinstance(recipe, dict) else {},
                    _read_json(p / "eval" / "base" / SCORES_FILE), _read_json(p / "eval" / "finetuned" / SCORES_FILE),
                    _read_json(p / "eval" / "results.json"))
     if not (run.tuned.get("tasks") or {}):

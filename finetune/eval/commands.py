@@ -7,7 +7,6 @@
     finetune compare runs/a runs/b runs/c [--fill]                       # a board: every finetune vs the base
 """
 
-import json
 import re
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from finetune.eval.harness import SCORES_FILE, evaluate
 from finetune.eval.pipeline import run_side_names, single_side
 from finetune.eval.report import format_table, write_report
 from finetune.eval.tasks import TaskError, available_tasks, load_task
-from finetune.rundir import base_spec, is_run_dir, load_for_eval
+from finetune.rundir import RunDir, is_run_dir, load_for_eval
 
 
 def add_eval_args(parser):
@@ -120,7 +119,7 @@ def _eval_dir(path) -> Path:
 def _side_name(eval_dir: Path) -> str | None:
     """RUN/eval/base or RUN/eval/finetuned: the model as its run names it (see run_side_names); else None."""
     run, side = eval_dir.parent.parent, {"base": "a", "finetuned": "b"}.get(eval_dir.name)
-    if side is None or eval_dir.parent.name != "eval" or not (run / "manifest.json").is_file():
+    if side is None or eval_dir.parent.name != "eval" or not (RunDir(run) / RunDir.MANIFEST).is_file():
         return None
     try:
         return run_side_names(run)[side]

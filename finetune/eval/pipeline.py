@@ -25,6 +25,7 @@ from finetune.eval.report import portable, write_report
 from finetune.eval.tasks import load_task
 from finetune.eval.verdict import add_verdicts
 from finetune.prompts import load_template
+from finetune.rundir import RunDir
 
 
 def is_peft_model(model) -> bool:
@@ -37,7 +38,7 @@ def is_peft_model(model) -> bool:
 
 def _guess_run_dir(out_dir: Path) -> Path | None:
     parent = Path(out_dir).parent
-    return parent if (parent / "logs" / "train_log.jsonl").is_file() else None
+    return parent if (RunDir(parent) / RunDir.TRAIN_LOG).is_file() else None
 
 
 def describe_model(base_name: str, method: dict) -> str:
@@ -64,8 +65,8 @@ def run_side_names(run_dir: Path) -> dict[str, str]:
     import yaml
 
     run_dir = Path(run_dir)
-    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
-    recipe_file = run_dir / "recipe.yaml"
+    manifest = RunDir(run_dir).manifest()
+    recipe_file = RunDir(run_dir) / RunDir.RECIPE
     recipe = yaml.safe_load(recipe_file.read_text(encoding="utf-8")) if recipe_file.is_file() else None
     method = (recipe or {}).get("method") if isinstance(recipe, dict) else None
     method = method if isinstance(method, dict) else {"name": manifest.get("method") or "lora"}

@@ -2,7 +2,6 @@
 
 import base64
 import io
-import json
 import math
 from pathlib import Path
 
@@ -75,20 +74,10 @@ def failure_buckets(comparison: dict, labels: tuple[str, str]) -> str | None:
 
 
 def read_loss(run_dir: Path | None) -> list[tuple[float, float]]:
-    """(step, loss) points from run_dir/logs/train_log.jsonl; lines without both keys are skipped."""
-    path = Path(run_dir) / "logs" / "train_log.jsonl" if run_dir else None
-    if path is None or not path.is_file():
-        return []
-    points = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict) and isinstance(rec.get("step"), (int, float)) and \
-                isinstance(rec.get("loss"), (int, float)):
-            points.append((rec["step"], rec["loss"]))
-    return points
+    """(step, loss) points of a run's train log (RunDir's one reader); [] without a run."""
+    from finetune.rundir import RunDir
+
+    return RunDir(run_dir).loss_points() if run_dir else []
 
 
 def loss_curve(points: list[tuple[float, float]]) -> str | None:
