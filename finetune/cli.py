@@ -43,7 +43,7 @@ def _load(args):
 def cmd_validate(args):
     recipe = _load(args)
     if args.explain:
-        from finetune.docs import schema_reference
+        from finetune.reference import schema_reference
         print(schema_reference())
     print(f"{args.recipe}: OK ({recipe.method.name} on {recipe.model.name}, "
           f"{len(recipe.data.datasets)} dataset(s), run dir {recipe.run_dir()})")
@@ -62,7 +62,7 @@ def cmd_train(args, evaluate: bool = False):
     if not launch.is_main():
         return  # rank 0 alone writes the run directory and evaluates
     if evaluate and (recipe.eval.tasks or recipe.eval.guard_tasks) and not args.no_eval:
-        from finetune.evaluation import evaluate_run
+        from finetune.eval.run import evaluate_run
         from finetune.rundir import RunDir
         with RunDir(run_dir).evaluating():  # status.json: training stays finished, eval beside it
             evaluate_run(recipe, run_dir, model, tokenizer, manifest)

@@ -6,7 +6,7 @@ import pytest
 from _eval_helpers import SHARED_DATA, arith_task, write_task
 
 from finetune.data.synthetic import arithmetic_cot
-from finetune.eval.docs import DATA_ENV
+from finetune.eval.documents import DATA_ENV
 from finetune.eval.tasks import TaskError, available_tasks, load_task
 
 needs_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="shared/data not present")
@@ -136,7 +136,7 @@ def test_data_path_argument_and_env_var_override(tmp_path, monkeypatch):
 
 def test_missing_data_says_how_to_fix_it(tmp_path, monkeypatch):
     monkeypatch.setenv(DATA_ENV, str(tmp_path / "empty"))
-    monkeypatch.setattr("finetune.eval.docs._load_hub", lambda ds, split: (_ for _ in ()).throw(OSError("offline")))
+    monkeypatch.setattr("finetune.eval.documents._load_hub", lambda ds, split: (_ for _ in ()).throw(OSError("offline")))
     with pytest.raises(TaskError, match=r"gsm8k_cot_zeroshot.yaml: dataset: no data found; tried file .*"
                                         r"gsm8k/test.jsonl; hub dataset 'openai/gsm8k' \(OSError: offline\)"
                                         r".*FINETUNE_DATA_DIR"):

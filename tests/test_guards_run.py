@@ -8,7 +8,7 @@ import pytest
 from _eval_helpers import SHARED_DATA, arith_task
 from conftest import TINY_RECIPE
 
-from finetune.evaluation import evaluate_run
+from finetune.eval.run import evaluate_run
 from finetune.recipe import load_recipe
 from finetune.eval.verdict import INCONCLUSIVE, NO_REGRESSION, REGRESSION
 from finetune.train import train

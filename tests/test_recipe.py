@@ -91,9 +91,9 @@ def test_cli_validate_exits_2_without_traceback(tmp_path):
 
 
 def test_readme_documents_every_recipe_key():
-    from finetune.docs import schema_reference
+    from finetune.reference import schema_reference
     readme = (resource_dir("recipes").parent / "README.md").read_text()
-    assert schema_reference() in readme, "README recipe reference is stale: run python -m finetune.docs"
+    assert schema_reference() in readme, "README recipe reference is stale: run python -m finetune.reference"
     assert readme.count("| `train.lr` |") == 1, "README holds more than one recipe reference table"
 
 

@@ -1,6 +1,6 @@
 """The generated key tables in README.md and eval/README.md are current and complete."""
 
-from finetune.docs import TABLES, _task_keys, update_readmes
+from finetune.reference import TABLES, _task_keys, update_readmes
 from finetune.eval.taskfile import HELP, SCHEMA
 from finetune.resources import project_root
 
@@ -13,7 +13,7 @@ def test_generated_tables_are_current(tmp_path):
     for name in TABLES:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text((project_root() / name).read_text(encoding="utf-8"), encoding="utf-8")
-    assert update_readmes(tmp_path) == [], "stale key table: run python -m finetune.docs"
+    assert update_readmes(tmp_path) == [], "stale key table: run python -m finetune.reference"
 
 
 def test_a_stale_table_is_rewritten(tmp_path):

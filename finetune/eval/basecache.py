@@ -24,7 +24,7 @@ from finetune.resources import cache_dir
 CHUNK = 1 << 20  # 1 MiB read from each end of every weight file
 WEIGHT_GLOBS = ("*.safetensors", "*.bin", "*.pt", "config.json")
 HARNESS_FILES = tuple(f"eval/{f}" for f in ("harness.py", "runners.py", "generate.py", "loglik.py", "scoring.py",
-                                             "decode.py", "docs.py", "tasks.py", "taskfile.py", "records.py")
+                                             "decode.py", "documents.py", "tasks.py", "taskfile.py", "records.py")
                       ) + ("answers.py", "prompts.py")  # under finetune/: the code that turns a model into scores
 
 

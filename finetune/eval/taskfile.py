@@ -36,7 +36,7 @@ SCHEMA = {
     "generation_kwargs": {"until": list, "max_new_tokens": int, "temperature": (int, float), "top_p": (int, float)},
     "repeats": int, "filter_list": list, "metric_list": list,
 }
-HELP = {  # dotted key -> its one line in eval/README.md (generated: python -m finetune.docs)
+HELP = {  # dotted key -> its one line in eval/README.md (generated: python -m finetune.reference)
     "task": "Optional; must equal the file name.",
     "description": "One line for listings.",
     "include": "Start from another task file next to this one: mappings merge key by key, lists are replaced.",
@@ -50,7 +50,7 @@ HELP = {  # dotted key -> its one line in eval/README.md (generated: python -m f
     "dataset.generator_args": "Arguments of the generator, e.g. {n: 1000, seed: 0}.",
     "dataset.split": "Split to read (default test).",
     "dataset.limit": "Default document cap (eval.limit / --limit overrides).",
-    "dataset.process": "A document normaliser from finetune/eval/docs.py PROCESSORS (arc, self_instruct).",
+    "dataset.process": "A document normaliser from finetune/eval/documents.py PROCESSORS (arc, self_instruct).",
     "output_type": "generate_until, multiple_choice (log-likelihood of each choice) or loglikelihood_rolling.",
     "prompt_template": "The prompts/ wrapper (default chat); `finetune eval --template` replaces it.",
     "doc_to_text": "A jinja template over the document's fields: the prompt.",

@@ -18,7 +18,7 @@ from pathlib import Path
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
-from finetune.eval.docs import load_docs
+from finetune.eval.documents import load_docs
 from finetune.eval.taskfile import TaskError, read_task_file, validate
 from finetune.resources import data_root, resource_dir
 from finetune.yamlfile import read_yaml_file

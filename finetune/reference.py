@@ -1,6 +1,6 @@
 """References generated from the schemas: every recipe key and every task-file key once.
 
-    python -m finetune.docs      # rewrites the tables in README.md and eval/README.md
+    python -m finetune.reference      # rewrites the tables in README.md and eval/README.md
 """
 
 import dataclasses
