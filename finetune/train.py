@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from transformers import set_seed
 
+from finetune.log import say
 from finetune import launch, memory, rundir
 from finetune.launch import is_main
 from finetune.rundir import RunDir
@@ -105,11 +106,11 @@ def setup_model(recipe: Recipe):
     model, tokenizer = load_base(recipe.model)
     model = apply_method(model, recipe.method)
     table = trainable_table(model)
-    print(format_table(table), flush=True)
+    say(format_table(table))
     available, where = memory.available_bytes()
     checkpointing = memory.use_checkpointing(model, recipe, available)
     est = memory.estimate(model, recipe, checkpointing)
-    print(memory.format_estimate(est) + f" (gradient checkpointing {'on' if checkpointing else 'off'})", flush=True)
+    say(memory.format_estimate(est) + f" (gradient checkpointing {'on' if checkpointing else 'off'})")
     memory.check_fits(est, available, where, recipe)
     return model, tokenizer, table, est, checkpointing
 
@@ -123,7 +124,7 @@ def fit(recipe: Recipe, run_dir: Path, model, tokenizer, bundle, resuming: bool,
     trainer = make_trainer(recipe, run_dir, model, tokenizer, bundle, checkpointing, speed_off=speed_off,
                            callbacks=[TrainLog(run, int(ckpt.rsplit("-", 1)[1]) if ckpt else 0), stopper])
     if ckpt:
-        print(f"[finetune] resuming from {ckpt}", flush=True)
+        say(f"[finetune] resuming from {ckpt}")
     stopper.install()
     try:
         result = trainer.train(resume_from_checkpoint=ckpt)

@@ -39,3 +39,19 @@ def test_help_lists_every_command(capsys):
     text = capsys.readouterr().out
     for name in ["run", "train", "validate", "ls", "preview", "eval", "compare", "export"]:
         assert name in text
+
+
+def test_library_messages_go_through_one_logger_that_callers_can_quiet(capsys):
+    import logging
+
+    from finetune import log
+    log.say("hello")
+    log.progress("step 1/2")
+    out = capsys.readouterr()
+    assert out.out == "hello\n" and out.err == "step 1/2\n"
+    logging.getLogger("finetune").setLevel(logging.WARNING)
+    try:
+        log.say("silenced")
+        assert capsys.readouterr().out == ""
+    finally:
+        logging.getLogger("finetune").setLevel(logging.INFO)

@@ -18,6 +18,7 @@ import datetime
 import json
 from pathlib import Path
 
+from finetune.log import say
 from finetune.eval.basecache import BaseCache
 from finetune.eval.compare import compare
 from finetune.eval.harness import SCORES_FILE, evaluate
@@ -125,7 +126,7 @@ def _eval_base(model, tokenizer, base_loader, tasks, out_dir: Path, common: dict
             todo.append((task, template))
             continue
         how[task.name] = f"cached from {portable(hit[0])}, key {hit[1]}"
-        print(f"base: {task.name}: {how[task.name]}", flush=True)
+        say(f"base: {task.name}: {how[task.name]}")
     via = _score_base(model, tokenizer, base_loader, [t for t, _ in todo], out_dir, common) if todo else None
     if todo and via is None:
         return None, {}
@@ -133,7 +134,7 @@ def _eval_base(model, tokenizer, base_loader, tasks, out_dir: Path, common: dict
         key = cache.store(task, template, limit=common["limit"], seed=common["seed"], out_dir=out_dir) \
             if cache else None
         how[task.name] = f"computed: {via}" + (f", key {key}" if key else "")
-        print(f"base: {task.name}: {how[task.name]}" + (" (cached for later runs)" if key else ""), flush=True)
+        say(f"base: {task.name}: {how[task.name]}" + (" (cached for later runs)" if key else ""))
     return via or "cached base records (see each task)", how
 
 

@@ -10,6 +10,7 @@ import dataclasses
 import time
 from pathlib import Path
 
+from finetune.log import say
 from finetune.rundir import RunDir
 from finetune.model import load_base
 from finetune.recipe import Recipe
@@ -35,7 +36,7 @@ def evaluate_run(recipe: Recipe, run_dir: Path, model, tokenizer, manifest: dict
         meta={"command": "finetune run"},
         base_cache=BaseCache(weights=weights_fingerprint(manifest.get("base_model_path") or recipe.model.name),
                              dtype=recipe.model.dtype, source=str(run_dir)))
-    print(format_table(comparison), flush=True)
+    say(format_table(comparison))
     manifest.setdefault("wall_times", {})["eval_s"] = round(time.time() - started, 2)
     manifest["eval"] = {name: {metric: {k: m.get(k) for k in ("a", "b", "diff", "p_value", "n")}
                                for metric, m in task.get("metrics", {}).items()}

@@ -6,9 +6,9 @@ text it was trained to answer. Records are written as soon as their batch finish
 """
 
 import math
-import sys
 import time
 
+from finetune.log import progress
 from finetune.data.tokenize import encode_prompt
 from finetune.eval.generate import generate_batch, length_sorted_batches
 from finetune.eval.loglik import max_length, score_requests, split_long
@@ -26,7 +26,7 @@ class Progress:
     def step(self, n: int):
         self.done += n
         rate = self.done / max(1e-9, time.time() - self.t0)
-        print(f"[eval] {self.name}: {self.done}/{self.total} ({rate:.3g} ex/s)", file=sys.stderr, flush=True)
+        progress(f"[eval] {self.name}: {self.done}/{self.total} ({rate:.3g} ex/s)")
 
 
 def run_generation(model, tokenizer, task, template, todo, write, *, batch_size: int, seed: int):

@@ -16,6 +16,8 @@ import ctypes
 import ctypes.util
 import importlib.metadata
 
+from finetune.log import say
+
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 KEEP_BYTES = 1 << 30
 
@@ -27,8 +29,7 @@ def fallback(path: str, package: str, needs: str) -> None:
     if path in _NOTICED:
         return
     _NOTICED.add(path)
-    print(f"[finetune] {path} unavailable with {package} {_version(package)} (needs {needs}); "
-          f"using {package}'s own", flush=True)
+    say(f"[finetune] {path} unavailable with {package} {_version(package)} (needs {needs}); using {package}'s own")
 
 
 def _version(package: str) -> str:
