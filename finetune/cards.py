@@ -23,7 +23,9 @@ TABLE_HEADER = "| recipe | method | task | metric | base | finetuned | B − A [
 
 
 def _machine() -> dict:
-    out = {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()}
+    out = {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+           # the load when the card is written: above the core count, other work shared the CPU during the run
+           "load_avg_1_5_15min": [round(x, 2) for x in os.getloadavg()]}
     try:
         import torch
         out["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
@@ -119,8 +121,10 @@ def headline(card: dict) -> str:
         for key, m in t["metrics"].items():
             word = t["verdicts"].get(key) or _outcome(m)
             parts.append(f"{task} {key} {_fmt(m.get('base'))} -> {_fmt(m.get('finetuned'))} ({word})")
-    return (f"# measured: {minutes:.0f} min on {machine.get('cpus')} CPU cores ({machine.get('cpu_capability')}); "
-            + "; ".join(parts))
+    load = machine.get("load_avg_1_5_15min") or [0, 0, 0]
+    shared = f", shared: 15-min load {load[2]:g}" if load[2] > (machine.get("cpus") or 1) + 0.5 else ""
+    return "\n#   ".join([f"# measured: {minutes:.0f} min on {machine.get('cpus')} CPU cores "
+                          f"({machine.get('cpu_capability')}{shared}):", *parts])
 
 
 def _rewrite(path: Path, pattern: str, new_text: str) -> bool:
@@ -144,7 +148,7 @@ def update(root: Path | None = None) -> list[str]:
         changed.append("recipes/README.md")
     for card in cards:
         recipe = folder / Path(card["recipe"]).name
-        if recipe.is_file() and _rewrite(recipe, r"^# measured:.*$", headline(card)):
+        if recipe.is_file() and _rewrite(recipe, r"^# measured:.*(?:\n#   .*)*$", headline(card)):
             changed.append(f"recipes/{recipe.name}")
     return changed
 
