@@ -7,8 +7,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the hub
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _own_base_results(tmp_path, monkeypatch):
+    """Base-model results cached by one test never answer for another (eval/basecache.py)."""
+    monkeypatch.setenv("FINETUNE_BASE_RESULTS", str(tmp_path / "base_results"))
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ first and last MiB), the task file's bytes, the resolved task spec (decoding set
 included), the documents themselves, the prompt template, limit, seed, dtype and the
 harness version (a hash of the harness source files). Any change gives another key, so the
 base is recomputed; a matching key copies the records into the run's eval/base folder and
-says where they came from. The cache lives in `<finetune cache>/base_results/<key>/`.
+says where they came from. The cache lives in `<finetune cache>/base_results/<key>/` ($FINETUNE_BASE_RESULTS moves it).
 """
 
 import datetime
@@ -92,7 +92,7 @@ class BaseCache:
 
     def __init__(self, *, weights: str, dtype: str = "float32", source: str = "", root: Path | None = None):
         self.weights, self.dtype, self.source = weights, dtype, source
-        self.root = Path(root) if root else cache_dir() / "base_results"
+        self.root = Path(root or os.environ.get("FINETUNE_BASE_RESULTS") or cache_dir() / "base_results")
 
     def key(self, task, template, *, limit, seed: int) -> str:
         return config_hash(key_parts(task, template, weights=self.weights, limit=limit, seed=seed, dtype=self.dtype))
