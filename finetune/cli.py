@@ -118,14 +118,26 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
         if name == chosen:  # only the command that runs imports its module (and torch, if it needs it)
             mod = importlib.import_module(module)
             getattr(mod, add_args)(p)
-            p.set_defaults(func=getattr(mod, func))
+            p.set_defaults(func=WRAPPERS.get(name, lambda f: f)(getattr(mod, func)))
     return parser
 
 
+def _then_contamination(cmd_preview):
+    """preview (in finetune/data/, which never imports eval) followed by the contamination lines."""
+    def run(args):
+        code = cmd_preview(args)
+        from finetune.preflight import print_contamination
+        from finetune.recipe import load_recipe
+        print_contamination(load_recipe(args.recipe, args.overrides or []))
+        return code
+    return run
+
+
+WRAPPERS = {"preview": _then_contamination}
 # name -> (module, its add-arguments function, its command function, help); imported only when chosen
 LAZY_COMMANDS = {
     "preview": ("finetune.data.preview", "add_preview_args", "cmd_preview",
-                "show rendered examples with trained tokens coloured, and the label audit"),
+                "show rendered examples with trained tokens coloured, the label audit and contamination"),
     "eval": ("finetune.eval.commands", "add_eval_args", "cmd_eval", "evaluate a model or run directory on eval tasks"),
     "compare": ("finetune.eval.commands", "add_compare_args", "cmd_compare",
                 "compare eval result folders or runs (paired tests, flips, report)"),

@@ -69,3 +69,25 @@ def test_validate_reports_the_eval_documents_a_recipe_trains_on(tmp_path, capsys
     from finetune.recipe import load_recipe
     found, skipped = contamination(load_recipe(recipe))
     assert found["arith_cot"].doc_ids == leaked and skipped == []
+
+
+def test_preview_prints_the_contamination_lines(tmp_path, tiny_dir, capsys, monkeypatch):
+    monkeypatch.setenv("FINETUNE_CACHE", str(tmp_path / "cache"))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"model: {{name: '{tiny_dir}'}}\ndata:\n  datasets: [{{name: arith_cot, limit: 8}}]\n"
+                      f"  max_length: 512\neval: {{tasks: [arith_cot], limit: 5}}\noutput: {{dir: '{tmp_path / 'run'}'}}\n")
+    assert main(["preview", str(recipe), "-n", "1", "--no-color"]) == 0
+    assert f"contamination: arith_cot: 0 of 5 documents share a {N}-gram" in capsys.readouterr().out
+
+
+def test_packages_import_no_cycle():
+    """data never imports eval (directly or through a top-level module), so neither depends on the other both ways."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "finetune"
+    for path in (root / "data").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.startswith(("finetune.eval", "finetune.preflight", "finetune.cli")), \
+                    (path.name, node.module)

@@ -101,6 +101,4 @@ def cmd_preview(args) -> int:
     bundle = build_datasets(recipe.data, tokenizer, seed=recipe.train.seed)
     color = not args.no_color and "NO_COLOR" not in os.environ
     problems = print_preview(bundle, tokenizer, recipe.data.max_length, args.num, color)
-    from finetune.preflight import print_contamination
-    print_contamination(recipe)
     return 1 if problems else 0
