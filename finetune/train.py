@@ -31,7 +31,8 @@ from finetune.rundir import RunDir
 from finetune.data.audit import audit
 from finetune.data.build import build_datasets
 from finetune.data.tokenize import IGNORE
-from finetune.faults import Interrupted, explain_oom
+from finetune.errors import Interrupted
+from finetune.faults import explain_oom
 from finetune.methods import apply_method, format_table, trainable_table
 from finetune.model import load_base, resolve_model
 from finetune.recipe import Recipe, dump_recipe

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from _eval_helpers import arith_task
 
-from finetune import evaluation
+from finetune.eval import run as evaluation
 from finetune.eval.commands import add_compare_args, add_eval_args, cmd_compare, cmd_eval
 from finetune.methods import apply_method
 from finetune.recipe import MethodConfig, load_recipe
