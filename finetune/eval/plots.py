@@ -21,14 +21,19 @@ def _png(fig: Figure) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _grid(n: int, max_cols: int, panel: tuple[float, float]) -> tuple[Figure, int, int]:
+    """A figure for n panels, at most max_cols a row, each panel (width, height) inches."""
+    cols = min(max_cols, n)
+    rows = math.ceil(n / cols)
+    return Figure(figsize=(panel[0] * cols, panel[1] * rows)), rows, cols
+
+
 def score_bars(comparison: dict, labels: tuple[str, str]) -> str | None:
     """One small panel per (task, metric): A and B with their 95% bootstrap CIs."""
     panels = [(t, k, m) for t, res in comparison["tasks"].items() for k, m in res["metrics"].items()]
     if not panels:
         return None
-    cols = min(4, len(panels))
-    rows = math.ceil(len(panels) / cols)
-    fig = Figure(figsize=(3.2 * cols, 2.6 * rows))
+    fig, rows, cols = _grid(len(panels), 4, (3.2, 2.6))
     for i, (task, key, m) in enumerate(panels):
         ax = fig.add_subplot(rows, cols, i + 1)
         vals = [m["a"], m["b"]]
@@ -98,9 +103,7 @@ def board_bars(board: dict) -> str | None:
     panels = [(t, k, tb) for t, tb in board["tasks"].items() for k in tb["metrics"]]
     if not panels:
         return None
-    cols = min(3, len(panels))
-    rows = math.ceil(len(panels) / cols)
-    fig = Figure(figsize=(4.2 * cols, 3.0 * rows))
+    fig, rows, cols = _grid(len(panels), 3, (4.2, 3.0))
     for i, (task, key, tb) in enumerate(panels):
         ax = fig.add_subplot(rows, cols, i + 1)
         bars = [("base", (tb["base"] or {}).get(key, {}).get("score"), (tb["base"] or {}).get(key, {}).get("ci"))]
