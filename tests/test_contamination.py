@@ -91,3 +91,28 @@ def test_packages_import_no_cycle():
             if isinstance(node, ast.ImportFrom) and node.module:
                 assert not node.module.startswith(("finetune.eval", "finetune.preflight", "finetune.cli")), \
                     (path.name, node.module)
+
+
+def test_a_run_scores_the_clean_subset_beside_the_full_score(tmp_path, tiny_dir, capsys, monkeypatch):
+    monkeypatch.setenv("FINETUNE_CACHE", str(tmp_path / "cache"))
+    task = load_task("arith_cot")
+    docs = task.docs(8)
+    leaked = [1, 4]
+    rows = [{"prompt": task.text(docs[i][1]), "completion": "#### 1"} for i in leaked] + \
+           [{"prompt": "What is 1 + 1?", "completion": "#### 2"}] * 6
+    data = tmp_path / "leak.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"model: {{name: '{tiny_dir}'}}\nmethod: {{name: lora, r: 4, alpha: 8}}\n"
+                      f"data:\n  datasets:\n    - {{source: '{data}', format: prompt_completion}}\n  max_length: 512\n"
+                      "train: {max_steps: 2, batch_size: 4, save_steps: 2, logging_steps: 1}\n"
+                      f"eval: {{tasks: [arith_cot], limit: 8, batch_size: 8}}\noutput: {{dir: '{tmp_path / 'run'}'}}\n")
+    assert main(["run", str(recipe)]) == 0, capsys.readouterr().err
+    results = json.loads((tmp_path / "run" / "eval" / "results.json").read_text())
+    task_result = (results.get("comparison") or results)["tasks"]["arith_cot"]
+    clean = task_result["clean_subset"]
+    assert clean["excluded_doc_ids"] == leaked and clean["n"] == 8 - len(leaked)
+    assert set(clean["metrics"]) == set(task_result["metrics"])
+    assert "## Clean subset" in (tmp_path / "run" / "eval" / "report.md").read_text()
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["contamination"]["tasks"]["arith_cot"]["doc_ids"] == leaked

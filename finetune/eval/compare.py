@@ -74,9 +74,9 @@ def _metric(key: str, pairs: list, n_boot: int, seed: int, higher: bool) -> tupl
 
 
 def _compare_task(name: str, sa: dict, sb: dict, da: Path, db: Path, n_boot: int, seed: int,
-                  warnings: list) -> dict:
-    ra = {r["doc_id"]: r for r in read_records(Path(da) / sa["records"])}
-    rb = {r["doc_id"]: r for r in read_records(Path(db) / sb["records"])}
+                  warnings: list, exclude: frozenset = frozenset()) -> dict:
+    ra = {r["doc_id"]: r for r in read_records(Path(da) / sa["records"]) if r["doc_id"] not in exclude}
+    rb = {r["doc_id"]: r for r in read_records(Path(db) / sb["records"]) if r["doc_id"] not in exclude}
     ids = sorted(set(ra) & set(rb))
     if len(ids) != len(ra) or len(ids) != len(rb):
         warnings.append(f"{name}: A has {len(ra)} records, B has {len(rb)}; comparing the {len(ids)} shared doc ids")
@@ -118,9 +118,12 @@ def compare(dir_a: Path, dir_b: Path, *, n_boot: int = 2000, seed: int = 0) -> d
             "configs": configs, "warnings": warnings}
 
 
-def compare_task(name: str, dir_a: Path, dir_b: Path, *, n_boot: int = 2000, seed: int = 0) -> dict:
-    """One task of two eval folders, paired by doc id exactly as `compare` does it, with its own warnings."""
+def compare_task(name: str, dir_a: Path, dir_b: Path, *, n_boot: int = 2000, seed: int = 0,
+                 exclude=()) -> dict:
+    """One task of two eval folders, paired by doc id exactly as `compare` does it, with its own warnings;
+    documents whose id is in `exclude` are left out (the clean subset of a contaminated task)."""
     sa, sb = _load_summary(dir_a), _load_summary(dir_b)
     warnings: list[str] = []
-    out = _compare_task(name, sa["tasks"][name], sb["tasks"][name], dir_a, dir_b, n_boot, seed, warnings)
+    out = _compare_task(name, sa["tasks"][name], sb["tasks"][name], dir_a, dir_b, n_boot, seed, warnings,
+                        frozenset(exclude))
     return {**out, "warnings": warnings}

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from finetune.log import say
 from finetune.eval.basecache import BaseCache
+from finetune.eval.clean import add_clean_subsets
 from finetune.eval.compare import compare
 from finetune.eval.harness import SCORES_FILE, evaluate
 from finetune.eval.report import portable, write_report
@@ -150,7 +151,7 @@ def eval_base_and_finetuned(model, tokenizer, *, base_loader, task_names: list[s
                             data_path: str | None = None, run_dir: Path | None = None,
                             meta: dict | None = None, compare_base: bool = True,
                             names: dict[str, str] | None = None, base_cache: BaseCache | None = None,
-                            guards: dict | None = None) -> dict:
+                            guards: dict | None = None, contaminated: dict | None = None) -> dict:
     """Evaluate the finetuned model and (with compare_base) its base on the same tasks; write and return the report.
 
     `base_loader()` returns the base model (or (model, tokenizer)); it is not called for a
@@ -159,6 +160,7 @@ def eval_base_and_finetuned(model, tokenizer, *, base_loader, task_names: list[s
     `names` ({"a": ..., "b": ...}, see side_names) is how the report names the two models.
     `guards` ({"guard_tasks": [...], "delta": δ}) adds those tasks and gives each guard metric a verdict (verdict.py).
     `base_cache` (see basecache.py) reuses base records scored under the same key by any run.
+    `contaminated` ({task: doc ids the training rows contain}) adds each such task's clean-subset comparison.
     """
     out_dir, names = Path(out_dir), names or {}
     task_names = [*task_names, *[g for g in (guards or {}).get("guard_tasks", ()) if g not in task_names]]
@@ -179,5 +181,7 @@ def eval_base_and_finetuned(model, tokenizer, *, base_loader, task_names: list[s
         result["a"]["name"], result["b"]["name"] = names.get("a"), names.get("b")
     if guards:
         add_verdicts(result, **guards)
+    if base_via is not None:
+        add_clean_subsets(result, contaminated or {}, out_dir, seed)
     write_report(out_dir, result, run_dir=run_dir, meta=info, evaluations=_evaluations(tasks, base_how, info))
     return result

@@ -13,6 +13,7 @@ import json
 import os
 from pathlib import Path
 
+from finetune.eval.clean import clean_section
 from finetune.eval.harness import write_json
 from finetune.eval.plots import failure_buckets, loss_curve, read_loss, score_bars
 from finetune.eval.scoring import BUCKETS
@@ -86,7 +87,7 @@ def format_table(comparison: dict) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    lines += guard_section(comparison, "text")
+    lines += guard_section(comparison, "text") + clean_section(comparison, "text")
     lines += [f"warning: {w}" for w in comparison.get("warnings", [])]
     if comparison.get("a") is None and comparison.get("base_not_evaluated"):
         lines.append(f"base: {_describe(None, comparison['base_not_evaluated'])}")
@@ -148,7 +149,7 @@ def render_markdown(comparison: dict, meta: dict | None, loss_points: list) -> s
     out += [f"> warning: {w}" for w in comparison.get("warnings", [])] + [""] * bool(comparison.get("warnings"))
     out += ["## Scores", ""] + _md_table(tuple(c if c not in ("A", "B") else {"A": a, "B": b}[c] for c in COLUMNS),
                                          table_rows(comparison)) + [""]
-    out += guard_section(comparison, "md")
+    out += guard_section(comparison, "md") + clean_section(comparison, "md")
     buckets = _bucket_rows(comparison, (a, b))
     if buckets:
         out += ["## Chain-of-thought failure buckets", "",
@@ -193,7 +194,7 @@ def render_html(comparison: dict, meta: dict | None, loss_points: list) -> str:
     parts += [f"<p class=warn>warning: {html.escape(w)}</p>" for w in comparison.get("warnings", [])]
     parts.append("<h2>Scores</h2>" + _html_table([{"A": a, "B": b}.get(c, c) for c in COLUMNS],
                                                   table_rows(comparison)))
-    parts += guard_section(comparison, "html")
+    parts += guard_section(comparison, "html") + clean_section(comparison, "html")
     for title, png in (("Scores with 95% CIs", score_bars(comparison, (a, b))),
                        ("Chain-of-thought failure buckets", failure_buckets(comparison, (a, b))),
                        ("Training loss", loss_curve(loss_points))):

@@ -16,6 +16,18 @@ from finetune.model import load_base
 from finetune.recipe import Recipe
 
 
+def _contamination(recipe: Recipe, manifest: dict) -> dict:
+    """{task: doc ids the training rows contain}; the full overlap report goes into the manifest."""
+    from finetune.preflight import contamination
+
+    found, skipped = contamination(recipe)
+    manifest["contamination"] = {"tasks": {name: o.to_dict() for name, o in found.items()}, "skipped": skipped}
+    for item in found.values():
+        if item.doc_ids:
+            say(f"contamination: {item.line()}; the report scores the clean subset beside the full score")
+    return {name: o.doc_ids for name, o in found.items()}
+
+
 def evaluate_run(recipe: Recipe, run_dir: Path, model, tokenizer, manifest: dict) -> dict:
     from finetune.eval.basecache import BaseCache, weights_fingerprint
     from finetune.eval.pipeline import eval_base_and_finetuned, side_names
@@ -26,6 +38,7 @@ def evaluate_run(recipe: Recipe, run_dir: Path, model, tokenizer, manifest: dict
         return base
 
     started = time.time()
+    contaminated = _contamination(recipe, manifest)
     comparison = eval_base_and_finetuned(
         model, tokenizer, base_loader=base_loader, compare_base=recipe.eval.compare_base,
         task_names=recipe.eval.tasks, out_dir=run_dir / "eval", template_name=recipe.data.template,
@@ -35,7 +48,8 @@ def evaluate_run(recipe: Recipe, run_dir: Path, model, tokenizer, manifest: dict
         run_dir=run_dir, names=side_names(run_dir, recipe.model.name, dataclasses.asdict(recipe.method)),
         meta={"command": "finetune run"},
         base_cache=BaseCache(weights=weights_fingerprint(manifest.get("base_model_path") or recipe.model.name),
-                             dtype=recipe.model.dtype, source=str(run_dir)))
+                             dtype=recipe.model.dtype, source=str(run_dir)),
+        contaminated=contaminated)
     say(format_table(comparison))
     manifest.setdefault("wall_times", {})["eval_s"] = round(time.time() - started, 2)
     manifest["eval"] = {name: {metric: {k: m.get(k) for k in ("a", "b", "diff", "p_value", "n")}
