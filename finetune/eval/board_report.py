@@ -9,7 +9,8 @@ from pathlib import Path
 
 from finetune.eval.harness import write_json
 from finetune.eval.plots import board_bars
-from finetune.eval.report import _html_table, _md_table, _num, _page, portable
+from finetune.eval.report import _num, _page, portable
+from finetune.eval.sections import html_table, md_table
 
 COLUMNS = ("model", "metric", "score", "diff vs base", "95% CI (diff)", "p", "p (Holm)", "test", "n", "guard")
 
@@ -79,10 +80,10 @@ def render_markdown(board: dict) -> str:
     out = ["# Board: finetunes of one base", "", _intro(board), ""]
     for task, tb in board["tasks"].items():
         out += [f"## {task}", "", f"base records: `{tb['base_from'] or 'none'}`", ""]
-        out += _md_table(COLUMNS, task_rows(tb)) + [""] + [f"- {line}" for line in best_lines(tb)]
+        out += md_table(COLUMNS, task_rows(tb)) + [""] + [f"- {line}" for line in best_lines(tb)]
         out += [f"> warning: {w}" for e in tb["entries"] for w in e["warnings"]] + [""]
     out += ["## Recipe keys that differ", ""]
-    out += _md_table(("recipe key", *(r["run"] for r in board["runs"])), diff_rows(board)) \
+    out += md_table(("recipe key", *(r["run"] for r in board["runs"])), diff_rows(board)) \
         if board["recipe_differences"] else ["none"]
     return "\n".join(out) + "\n"
 
@@ -94,11 +95,11 @@ def render_html(board: dict) -> str:
         parts.append(f"<img alt='scores with 95% CIs' src='data:image/png;base64,{png}'>")
     for task, tb in board["tasks"].items():
         parts.append(f"<h2>{html.escape(task)}</h2><p>base records: {html.escape(str(tb['base_from']))}</p>")
-        parts.append(_html_table(COLUMNS, task_rows(tb)))
+        parts.append(html_table(COLUMNS, task_rows(tb)))
         parts += [f"<p>{html.escape(line)}</p>" for line in best_lines(tb)]
         parts += [f"<p class=warn>warning: {html.escape(w)}</p>" for e in tb["entries"] for w in e["warnings"]]
     parts.append("<h2>Recipe keys that differ</h2>")
-    parts.append(_html_table(("recipe key", *(r["run"] for r in board["runs"])), diff_rows(board))
+    parts.append(html_table(("recipe key", *(r["run"] for r in board["runs"])), diff_rows(board))
                  if board["recipe_differences"] else "<p>none</p>")
     return _page("board", parts)
 

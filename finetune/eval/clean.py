@@ -1,16 +1,20 @@
 """The clean subset: a contaminated task scored again without the documents its training rows contain.
 
     add_clean_subsets(result, {"gsm8k_cot_zeroshot": [45, 46]}, out_dir, seed)   # after compare()
-    clean_section(result, "md")                                                    # report lines
+    clean_rows(result)                                                             # the report's rows
 
 Which documents overlap is decided by finetune/data/contamination.py (13-gram rule) before
 evaluation; here the same paired comparison runs on the records of the other documents.
 """
 
-import html
 from pathlib import Path
 
 from finetune.eval.compare import compare_task
+
+
+CLEAN_HEAD = ("Contamination: documents that share a 13-gram with the training rows are left out of the clean "
+              "subset (finetune/data/contamination.py)")
+CLEAN_HEADER = ("task", "metric", "all documents A -> B", "clean subset A -> B", "clean B - A", "clean p", "left out")
 
 
 def add_clean_subsets(result: dict, contaminated: dict, out_dir: Path, seed: int) -> None:
@@ -32,21 +36,3 @@ def clean_rows(result: dict) -> list[tuple]:
                         f"{m['a']:.4g} -> {m['b']:.4g} (n {clean['n']})", f"{m['diff']:+.4g}",
                         f"{m.get('p_value', float('nan')):.3g}", len(clean["excluded_doc_ids"])))
     return out
-
-
-def clean_section(result: dict, kind: str) -> list[str]:
-    """Text lines, Markdown lines or one HTML part; [] when no task was contaminated."""
-    rows = clean_rows(result)
-    if not rows:
-        return []
-    head = ("Contamination: documents that share a 13-gram with the training rows are left out of the clean "
-            "subset (finetune/data/contamination.py)")
-    header = ("task", "metric", "all documents A -> B", "clean subset A -> B", "clean B - A", "clean p", "left out")
-    if kind == "text":
-        return ["", head] + ["  " + "  ".join(map(str, r)) for r in rows]
-    if kind == "md":
-        return ["## Clean subset", "", head + ".", "", "| " + " | ".join(header) + " |",
-                "|" + "---|" * len(header)] + ["| " + " | ".join(map(str, r)) + " |" for r in rows] + [""]
-    cells = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
-    heads = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    return [f"<h2>Clean subset</h2><p>{html.escape(head)}.</p><table><tr>{heads}</tr>{cells}</table>"]

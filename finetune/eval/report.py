@@ -13,11 +13,10 @@ import json
 import os
 from pathlib import Path
 
-from finetune.eval.clean import clean_section
 from finetune.eval.harness import write_json
 from finetune.eval.plots import failure_buckets, loss_curve, read_loss, score_bars
 from finetune.eval.scoring import BUCKETS
-from finetune.eval.verdict import guard_rows
+from finetune.eval.sections import html_table, md_table, sections
 from finetune.resources import cache_dir
 
 COLUMNS = ("task", "metric", "A", "B", "B-A", "95% CI (B-A)", "p", "test", "n")
@@ -87,17 +86,11 @@ def format_table(comparison: dict) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    lines += guard_section(comparison, "text") + clean_section(comparison, "text")
+    lines += sections(comparison, "text")
     lines += [f"warning: {w}" for w in comparison.get("warnings", [])]
     if comparison.get("a") is None and comparison.get("base_not_evaluated"):
         lines.append(f"base: {_describe(None, comparison['base_not_evaluated'])}")
     return "\n".join(lines)
-
-
-def _md_table(header, rows) -> list[str]:
-    esc = [[str(c).replace("|", "\\|").replace("\n", " ") for c in r] for r in [header] + list(rows)]
-    return ["| " + " | ".join(esc[0]) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |"
-                                                                           for r in esc[1:]]
 
 
 def _bucket_rows(comparison: dict, labels) -> list[tuple]:
@@ -122,21 +115,6 @@ def _all_flips(comparison: dict):
             yield task, key, flips
 
 
-def guard_section(comparison: dict, kind: str) -> list[str]:
-    """The guard verdicts (did it hurt? see verdict.py) as text lines, Markdown lines or one HTML part; [] if none."""
-    rows = guard_rows(comparison)
-    if not rows:
-        return []
-    head = (f"Guards: did it hurt? δ = {comparison['guards']['delta']:g}; 'no regression beyond δ' when the 95% CI "
-            "of the change stays above -δ, 'regression' when it is all below 0")
-    header = ("guard task", "metric", "verdict")
-    if kind == "text":
-        return ["", head] + [f"  {t}  {k}: {v}" for t, k, v in rows]
-    if kind == "md":
-        return ["## Guards", "", head + ".", ""] + _md_table(header, rows) + [""]
-    return [f"<h2>Guards</h2><p>{html.escape(head)}.</p>" + _html_table(header, rows)]
-
-
 def render_markdown(comparison: dict, meta: dict | None, loss_points: list) -> str:
     if comparison["a"] is None:
         return _single_markdown(comparison, meta)
@@ -147,15 +125,15 @@ def render_markdown(comparison: dict, meta: dict | None, loss_points: list) -> s
            f"({comparison['n_boot']} resamples, seed {comparison['seed']}); p from the exact McNemar test for "
            "pass/fail metrics, a paired bootstrap otherwise.", ""]
     out += [f"> warning: {w}" for w in comparison.get("warnings", [])] + [""] * bool(comparison.get("warnings"))
-    out += ["## Scores", ""] + _md_table(tuple(c if c not in ("A", "B") else {"A": a, "B": b}[c] for c in COLUMNS),
+    out += ["## Scores", ""] + md_table(tuple(c if c not in ("A", "B") else {"A": a, "B": b}[c] for c in COLUMNS),
                                          table_rows(comparison)) + [""]
-    out += guard_section(comparison, "md") + clean_section(comparison, "md")
+    out += sections(comparison, "md")
     buckets = _bucket_rows(comparison, (a, b))
     if buckets:
         out += ["## Chain-of-thought failure buckets", "",
                 "truncated: ran out of max_new_tokens without a stop sequence or EOS; no_answer: the filter found "
                 "no answer; wrong: an answer, not the target.", ""]
-        out += _md_table(("task", "filter", "model") + BUCKETS, buckets) + [""]
+        out += md_table(("task", "filter", "model") + BUCKETS, buckets) + [""]
     out += ["## Flips", ""]
     for task, key, flips in _all_flips(comparison):
         out.append(f"### {task} ({key}): fail→pass {flips['fail_to_pass']}, pass→fail {flips['pass_to_fail']}")
@@ -176,12 +154,6 @@ def render_markdown(comparison: dict, meta: dict | None, loss_points: list) -> s
     return "\n".join(out) + "\n"
 
 
-def _html_table(header, rows) -> str:
-    th = "".join(f"<th>{html.escape(str(c))}</th>" for c in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{th}</tr>{body}</table>"
-
-
 def render_html(comparison: dict, meta: dict | None, loss_points: list) -> str:
     a, b = _labels(comparison)
     if comparison["a"] is None:
@@ -192,9 +164,9 @@ def render_html(comparison: dict, meta: dict | None, loss_points: list) -> str:
              "Differences are B − A with 95% paired bootstrap CIs; p: exact McNemar (pass/fail) or paired "
              "bootstrap.</p>"]
     parts += [f"<p class=warn>warning: {html.escape(w)}</p>" for w in comparison.get("warnings", [])]
-    parts.append("<h2>Scores</h2>" + _html_table([{"A": a, "B": b}.get(c, c) for c in COLUMNS],
+    parts.append("<h2>Scores</h2>" + html_table([{"A": a, "B": b}.get(c, c) for c in COLUMNS],
                                                   table_rows(comparison)))
-    parts += guard_section(comparison, "html") + clean_section(comparison, "html")
+    parts += sections(comparison, "html")
     for title, png in (("Scores with 95% CIs", score_bars(comparison, (a, b))),
                        ("Chain-of-thought failure buckets", failure_buckets(comparison, (a, b))),
                        ("Training loss", loss_curve(loss_points))):
@@ -202,7 +174,7 @@ def render_html(comparison: dict, meta: dict | None, loss_points: list) -> str:
             parts.append(f"<h2>{title}</h2><img alt='{title}' src='data:image/png;base64,{png}'>")
     buckets = _bucket_rows(comparison, (a, b))
     if buckets:
-        parts.append(_html_table(("task", "filter", "model") + BUCKETS, buckets))
+        parts.append(html_table(("task", "filter", "model") + BUCKETS, buckets))
     parts.append("<h2>Flips</h2>")
     for task, key, flips in _all_flips(comparison):
         parts.append(f"<h3>{html.escape(task)} ({html.escape(key)}): fail→pass {flips['fail_to_pass']}, "
@@ -217,7 +189,7 @@ def render_html(comparison: dict, meta: dict | None, loss_points: list) -> str:
                 f"<div><b>{html.escape(b)}</b> → <code>{html.escape(str(ex['b_extracted']))}</code>"
                 f"<pre>{html.escape(str(ex['b_output']))}</pre></div></div></details>")
     if meta:
-        parts.append("<h2>Run</h2>" + _html_table(("key", "value"), [(k, v) for k, v in meta.items()]))
+        parts.append("<h2>Run</h2>" + html_table(("key", "value"), [(k, v) for k, v in meta.items()]))
     return _page(f"{b} vs {a}", parts)
 
 
@@ -239,10 +211,10 @@ def _single_markdown(comparison: dict, meta: dict | None) -> str:
     _, b = _labels(comparison)
     out = [f"# {b}", "", f"- A = base: {_describe(None, comparison.get('base_not_evaluated'))}; no comparison",
            f"- B = **{b}**: {_describe(comparison['b'])}", "", "## Scores", ""]
-    out += _md_table(("task", "metric", b), _single_rows(comparison)) + [""]
+    out += md_table(("task", "metric", b), _single_rows(comparison)) + [""]
     buckets = _bucket_rows(comparison, ("base", b))
     if buckets:
-        out += ["## Chain-of-thought failure buckets", ""] + _md_table(("task", "filter", "model") + BUCKETS,
+        out += ["## Chain-of-thought failure buckets", ""] + md_table(("task", "filter", "model") + BUCKETS,
                                                                           buckets) + [""]
     if meta:
         out += ["Run metadata: " + ", ".join(f"{k}={v}" for k, v in meta.items())]
@@ -254,13 +226,13 @@ def _single_html(comparison: dict, meta: dict | None) -> list[str]:
     parts = [f"<h1>{html.escape(b)}</h1>",
              f"<p>A = base: {html.escape(_describe(None, comparison.get('base_not_evaluated')))}; no comparison<br>"
              f"B = <b>{html.escape(b)}</b>: {html.escape(_describe(comparison['b']))}</p>",
-             "<h2>Scores</h2>" + _html_table(("task", "metric", b), _single_rows(comparison))]
+             "<h2>Scores</h2>" + html_table(("task", "metric", b), _single_rows(comparison))]
     buckets = _bucket_rows(comparison, ("base", b))
     if buckets:
-        parts.append("<h2>Chain-of-thought failure buckets</h2>" + _html_table(("task", "filter", "model") + BUCKETS,
+        parts.append("<h2>Chain-of-thought failure buckets</h2>" + html_table(("task", "filter", "model") + BUCKETS,
                                                                                buckets))
     if meta:
-        parts.append("<h2>Run</h2>" + _html_table(("key", "value"), [(k, v) for k, v in meta.items()]))
+        parts.append("<h2>Run</h2>" + html_table(("key", "value"), [(k, v) for k, v in meta.items()]))
     return parts
 
 
@@ -300,10 +272,10 @@ def write_report(out_dir: Path, comparison: dict, *, run_dir: Path | None = None
     rows = evaluation_rows(comparison, history) if history else []
     md = render_markdown(comparison, meta, loss_points)
     if rows:
-        md += "\n## Evaluations\n\n" + "\n".join(_md_table(EVAL_COLUMNS, rows)) + "\n"
+        md += "\n## Evaluations\n\n" + "\n".join(md_table(EVAL_COLUMNS, rows)) + "\n"
     paths["markdown"].write_text(md, encoding="utf-8")
     page = render_html(comparison, meta, loss_points)
     if rows:
-        page = page.replace("</body>", "<h2>Evaluations</h2>" + _html_table(EVAL_COLUMNS, rows) + "</body>")
+        page = page.replace("</body>", "<h2>Evaluations</h2>" + html_table(EVAL_COLUMNS, rows) + "</body>")
     paths["html"].write_text(page, encoding="utf-8")
     return paths
