@@ -30,18 +30,14 @@ checkpoint, the evaluation continues from its records).
 import contextlib
 import json
 import os
-import platform
 import shutil
-import subprocess
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 from finetune.errors import UserError
 from finetune.launch import is_main
 
-PACKAGES = ["finetune", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "gguf"]
 STATES = ("running", "finished", "failed")
 
 
@@ -289,25 +285,3 @@ def _check_writable(run_dir: Path, need_bytes: int = 50 * 2**20) -> None:
     if free < need_bytes:
         raise RunDirError(f"output.dir: only {free / 2**20:.0f} MiB free at {run_dir}; need at least "
                           f"{need_bytes / 2**20:.0f} MiB")
-
-
-def toolkit_commit() -> str | None:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5)
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else None
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-
-
-def versions() -> dict:
-    out = {"python": platform.python_version(), "platform": platform.platform()}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out

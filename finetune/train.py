@@ -25,7 +25,7 @@ import torch
 from transformers import set_seed
 
 from finetune.log import say
-from finetune import launch, memory, rundir
+from finetune import launch, memory, provenance, rundir
 from finetune.launch import is_main
 from finetune.rundir import RunDir
 from finetune.data.audit import audit
@@ -97,7 +97,7 @@ def _manifest(recipe: Recipe, base_path: str, bundle, data_stats: dict, table: d
             "base_model_path": base_path, "method": recipe.method.name, "template": bundle.template.name,
             "dataset_fingerprint": bundle.fingerprint, "data_stats": data_stats, "train_examples": len(bundle.train),
             "val_examples": len(bundle.val) if bundle.val is not None else 0,
-            "toolkit_commit": rundir.toolkit_commit(), "versions": rundir.versions(), "trainable": table,
+            "toolkit_commit": provenance.toolkit_commit(), "versions": provenance.versions(), "trainable": table,
             "memory_estimate_bytes": est, "gradient_checkpointing": checkpointing}
 
 

@@ -10,7 +10,6 @@ again on the same folder resumes: finished documents are not redone.
 import datetime
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -19,24 +18,9 @@ from finetune.eval.runners import RUNNERS
 from finetune.eval.scoring import aggregate, failure_counts
 from finetune.eval.tasks import Task
 from finetune.prompts import load_template
+from finetune.provenance import versions
 
 SCORES_FILE = "scores.json"
-
-
-def versions() -> dict:
-    import torch
-    import transformers
-
-    import finetune
-
-    out = {"python": platform.python_version(), "torch": torch.__version__,
-           "transformers": transformers.__version__, "finetune": finetune.__version__}
-    try:
-        import peft
-        out["peft"] = peft.__version__
-    except ImportError:
-        pass
-    return out
 
 
 def model_info(model) -> dict:
