@@ -56,6 +56,8 @@ def cmd_train(args, evaluate: bool = False):
     from finetune.train import train
 
     recipe = _load(args)
+    if recipe.star.rounds:  # STaR: rounds of sample -> keep -> train -> eval (finetune/star/)
+        return _star(recipe, args)
     if (args.nproc or args.accelerate_config) and not launch.launched():
         raise SystemExit(launch.relaunch(sys.argv[1:], args.nproc, args.accelerate_config))
     run_dir, model, tokenizer, manifest = train(recipe, overwrite=args.overwrite)
@@ -70,6 +72,15 @@ def cmd_train(args, evaluate: bool = False):
             from finetune.cards import write_card
             print(f"[finetune] result card: {write_card(recipe, run_dir, _command(args))}")
     print(f"[finetune] done: {run_dir}")
+
+
+def _star(recipe, args):
+    from finetune.star import StarError, run_star
+
+    if args.nproc or args.accelerate_config:
+        raise StarError("star: one process only; drop --nproc / --accelerate-config")
+    run_star(recipe, overwrite=args.overwrite)
+    print(f"[finetune] done: {recipe.run_dir()} (STaR report: {recipe.run_dir() / 'report.md'})")
 
 
 def _command(args) -> str:

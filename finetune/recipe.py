@@ -170,6 +170,27 @@ class OutputConfig:
 
 
 @dataclass
+class StarConfig:
+    rounds: int = _f(0, "STaR / rejection-sampling rounds (finetune/star/): sample k rationales per training "
+                     "question, keep those reaching the target answer, train on them; 0: off (a plain run).",
+                     min=0, max=100)
+    k: int = _f(4, "star: rationales sampled per question per round.", min=1, max=256)
+    temperature: float = _f(0.7, "star: sampling temperature (> 0).", gt=0.0, max=5.0)
+    top_p: float = _f(1.0, "star: nucleus sampling mass.", gt=0.0, max=1.0)
+    max_new_tokens: int = _f(160, "star: tokens per sampled rationale.", min=1, max=1 << 16)
+    instruction: str = _f("", "star: text added after the question when sampling only (never trained on), e.g. "
+                          "how to write the final answer; {format} is the answer line with N as the answer.")
+    rationalize: bool = _f(False, "star: for questions left without a kept rationale, sample again with the "
+                           "answer as a hint; keep those reaching it, trained without the hint.")
+    hint: str = _f("(The correct answer is {answer}; explain how to reach it.)", "star: the rationalisation "
+                   "hint added after the question; {answer} is the target.")
+    restart: Literal["base", "last"] = _f("base", "star: each round trains from the base model (STaR's choice: "
+                                          "no drift or overfitting across rounds) or from the last round's model.")
+    max_per_question: int = _f(1, "star: at most this many distinct kept rationales per question.", min=1)
+    sample_limit: int | None = _f(None, "star: sample for at most the first N training questions.", min=1)
+
+
+@dataclass
 class Recipe:
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "The base model."})
     method: MethodConfig = field(default_factory=MethodConfig, metadata={"help": "What to train."})
@@ -177,6 +198,7 @@ class Recipe:
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Optimisation."})
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "Evaluation after training."})
     output: OutputConfig = field(default_factory=OutputConfig, metadata={"help": "Where the run goes."})
+    star: StarConfig = field(default_factory=StarConfig, metadata={"help": "Self-taught rationales (STaR)."})
     source_path: str = field(default="", metadata={"internal": True})
     source_lines: dict = field(default_factory=dict, metadata={"internal": True})  # dotted key -> "file:line"
 
@@ -230,6 +252,9 @@ def cross_checks(recipe: Recipe) -> list[tuple[str, str]]:
     if recipe.method.name != "freeze" and recipe.method.extra_modules:
         out.append(("method.extra_modules", "method.extra_modules: only used by method 'freeze', but method is "
                     f"'{recipe.method.name}'"))
+    if recipe.star.rounds and not recipe.eval.tasks:
+        out.append(("star.rounds", "star.rounds: STaR evaluates every round on held-out tasks; set eval.tasks "
+                    "(e.g. [arith_cot])"))
     return out
 
 

@@ -61,4 +61,10 @@ def arithmetic_cot(n: int, seed: int = 0, split: str = "train", min_steps: int =
     return rows
 
 
-GENERATORS = {"arithmetic_cot": arithmetic_cot}
+def arithmetic_answers(n: int, seed: int = 0, split: str = "train", **kw) -> list[dict]:
+    """The same problems as `arithmetic_cot` with the rationales removed: questions and final answers only
+    (the input of self-taught rationales, finetune/star/)."""
+    return [{**row, "rationale": ""} for row in arithmetic_cot(n, seed=seed, split=split, **kw)]
+
+
+GENERATORS = {"arithmetic_cot": arithmetic_cot, "arithmetic_answers": arithmetic_answers}
