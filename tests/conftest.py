@@ -6,6 +6,9 @@ import pytest
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the hub
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# model.dtype auto means fp32 in tests on every CPU, so expected numbers do not depend on the machine's
+# bf16 support (finetune/precision.py); tests/test_precision.py exercises the choice itself
+os.environ.setdefault("FINETUNE_AUTO_PRECISION", "float32")
 
 
 REPO = Path(__file__).resolve().parent.parent

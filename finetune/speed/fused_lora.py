@@ -11,6 +11,9 @@ adapted layers to it for the length of `train()` (`fused_lora`) and back afterwa
 
 Only the plain case is taken: one active adapter, no dropout, no DoRA or other variant,
 no LoRA bias, not merged, a `torch.nn.Linear` base. Anything else runs PEFT's forward.
+Under bf16 autocast (model.dtype auto on a bf16-capable device) the three matmuls run in bf16
+as PEFT's do, and the sum is rounded to bf16 once instead of after the scale and the add
+(tests/test_precision.py compares both under autocast).
 
 Proven against peft 0.18.0 and 0.21.2 (README "Tested versions"). It reads the attributes of
 `peft.tuners.lora.layer.Linear` listed in `_READS`; where PEFT lacks one of them (or the class),
@@ -36,9 +39,11 @@ def _plain_adapter(layer, x, args, kwargs) -> str | None:
         return None
     name = active[0]
     a, b = layer.lora_A[name], layer.lora_B[name]
+    # under autocast (bf16 mixed precision) every matmul, the fused addmm too, runs in the autocast dtype
+    # whatever the input's dtype; without it the input and both weights must share one dtype
+    same_dtype = x.dtype == a.weight.dtype == layer.base_layer.weight.dtype or torch.is_autocast_enabled(x.device.type)
     if name in layer.lora_variant or not isinstance(layer.lora_dropout[name], torch.nn.Identity) \
-            or a.bias is not None or b.bias is not None or x.dtype != a.weight.dtype \
-            or layer.base_layer.weight.dtype != x.dtype:
+            or a.bias is not None or b.bias is not None or not same_dtype:
         return None
     return name
 
