@@ -8,6 +8,10 @@ strict search is written out by hand rather than as one regex because the regex
 (`head\\s*(NUMBER|[^\\n]+?)tail\\s*\\.?\\s*$`) backtracks cubically on a line of spaces
 (2,000 spaces after "#### 1" took 10 s); numbers are compared as exact decimals, never
 through float (inf, nan, 1e400) or int (Python's 4,300-digit conversion limit).
+
+Reasoning traces: a model's (or a dataset's) `<think> ... </think>` block comes before the
+answer. `split_think` says where it is; think-aware scoring (the `strip_think` filter) reads
+the answer only from the text after the last `</think>`.
 """
 
 import re
@@ -17,6 +21,7 @@ from functools import lru_cache
 # A number: digits with commas (dropped when normalised) and a decimal part; a match starts at a digit,
 # so a long run of commas costs linear time in findall
 _NUMBER_RE = re.compile(r"-?(?:\d[\d,]*(?:\.\d+)?|\.\d+)")
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 MAX_ZEROS = 50  # 1e400 stays "1e400": zeros written out are capped; digits given are always kept
 
 
@@ -135,7 +140,41 @@ def extract_last_number(text: str) -> str | None:
     return normalize_number(last.group()) if last else None
 
 
-def extract_answer(text: str, answer_format: str = "#### {answer}", mode: str = "strict") -> str | None:
+def split_think(text: str) -> tuple[str, str | None, str | None]:
+    """(state, reasoning, answer text) of a text that may hold a `<think>` block; linear, never raises.
+
+    none:   no tag at all                      -> (none, None, text)
+    closed: a `</think>` with no `<think>` after it -> (closed, text from the first `<think>`
+            (or the start: a prompt may open the block) to the last `</think>`, text after it, stripped)
+    open:   a `<think>` with no `</think>` after it (the output stopped inside the reasoning)
+            -> (open, text after that `<think>`, None)
+    Nested or repeated blocks count as one reasoning span: the answer is what follows the last `</think>`.
+    """
+    text = str(text)
+    close, opened = text.rfind(THINK_CLOSE), text.rfind(THINK_OPEN)
+    if opened > close:
+        return "open", text[opened + len(THINK_OPEN):], None
+    if close < 0:
+        return "none", None, text
+    first = text.find(THINK_OPEN)
+    start = first + len(THINK_OPEN) if 0 <= first < close else 0
+    return "closed", text[start:close], text[close + len(THINK_CLOSE):].strip()
+
+
+def after_think(text: str) -> str | None:
+    """The answer part of a model output: after the last `</think>`; None while the reasoning is still open."""
+    return split_think(text)[2]
+
+
+def extract_answer(text: str, answer_format: str = "#### {answer}", mode: str = "strict",
+                   think: bool = False) -> str | None:
+    """The final answer of `text` (strict: the declared answer line; flexible: the last number).
+
+    think: read it only from the text after `</think>` (None when the output never closed its block)."""
+    if think:
+        text = after_think(text)
+        if text is None:
+            return None
     if mode == "strict":
         return extract_strict(text, answer_format)
     if mode == "flexible":

@@ -13,11 +13,18 @@ Training renders (prompt, completion) with `render_prompt` + `render_completion`
 conversations with `render_turns`; the eval harness renders the very same `render_prompt`,
 so a model is evaluated with the prompt it was trained on. The template's source text is
 saved in each run directory.
+
+Reasoning traces (`data.think`): `think_text` writes `<think>\n{reasoning}\n</think>\n\n{answer}`.
+Where the tokenizer's chat template has a thinking mode of its own (it reads an assistant
+message's `reasoning_content`, as Qwen3's does), the reasoning goes there and the model's
+template writes the block; otherwise (SmolLM2, raw wraps) the block is plain text in the
+assistant's content: the fallback.
 """
 
 from dataclasses import dataclass
 from pathlib import Path
 
+from finetune.answers import THINK_CLOSE, THINK_OPEN, split_think
 from finetune.errors import UserError
 from finetune.resources import resource_dir
 from finetune.yamlfile import read_text, read_yaml_file
@@ -113,6 +120,28 @@ def _chat(template: Template, tokenizer, turns: list[dict], add_generation_promp
     return _apply(template, tokenizer, messages, add_generation_prompt)
 
 
+def thinking_mode(tokenizer) -> bool:
+    """Whether the tokenizer's chat template writes think blocks itself from `reasoning_content`."""
+    chat = getattr(tokenizer, "chat_template", None)
+    return isinstance(chat, str) and "reasoning_content" in chat
+
+
+def think_text(reasoning: str, answer: str) -> str:
+    """The plain think-block layout (an empty reasoning gives the empty block `<think>\n\n</think>`)."""
+    reasoning = reasoning.strip("\n")
+    return f"{THINK_OPEN}\n{reasoning}\n{THINK_CLOSE}\n\n{answer}" if reasoning.strip() else \
+        f"{THINK_OPEN}\n\n{THINK_CLOSE}\n\n{answer}"
+
+
+def assistant_message(template: Template, tokenizer, content: str, think: bool) -> dict:
+    """An assistant turn; with `think`, a leading think block goes to `reasoning_content` in thinking mode."""
+    if think and template.wrap == "chat" and thinking_mode(tokenizer):
+        state, reasoning, answer = split_think(content)
+        if state == "closed":
+            return {"role": "assistant", "content": answer, "reasoning_content": reasoning.strip("\n")}
+    return {"role": "assistant", "content": content}
+
+
 def render_prompt(template: Template, tokenizer, prompt: str) -> str:
     """The exact text the model sees before it starts its answer."""
     user = template.user_text(prompt)
@@ -121,31 +150,38 @@ def render_prompt(template: Template, tokenizer, prompt: str) -> str:
     return _chat(template, tokenizer, [{"role": "user", "content": user}], add_generation_prompt=True)
 
 
-def render_completion(template: Template, tokenizer, prompt: str, completion: str) -> str:
-    """The text that follows `render_prompt(...)`, ending with the end-of-turn / EOS token."""
+def render_completion(template: Template, tokenizer, prompt: str, completion: str, think: bool = False) -> str:
+    """The text that follows `render_prompt(...)`, ending with the end-of-turn / EOS token.
+
+    think: the completion starts with a think block, rendered by the chat template's thinking mode if it has one."""
     if template.wrap == "raw":
         return completion + tokenizer.eos_token
     head = render_prompt(template, tokenizer, prompt)
     user = template.user_text(prompt)
-    full = _chat(template, tokenizer, [{"role": "user", "content": user},
-                                       {"role": "assistant", "content": completion}], add_generation_prompt=False)
+    answer = assistant_message(template, tokenizer, completion, think)
+    full = _chat(template, tokenizer, [{"role": "user", "content": user}, answer], add_generation_prompt=False)
+    if answer.get("reasoning_content") and answer["reasoning_content"] not in full[len(head):]:
+        raise TemplateError(f"template {template.name!r}: the model's chat template drops the reasoning of the "
+                            "answer (reasoning_content), so the think block would not be trained; use data.think: off")
     if not full.startswith(head):
         raise TemplateError(f"template {template.name!r}: the chat template does not render the prompt as a "
                             "prefix of prompt + answer, so the loss mask would be wrong")
     return full[len(head):]
 
 
-def render_turns(template: Template, tokenizer, messages: list[dict]) -> list[tuple[str, bool]]:
+def render_turns(template: Template, tokenizer, messages: list[dict], think: bool = False) -> list[tuple[str, bool]]:
     """A conversation as consecutive (text, is_assistant) pieces that join into its full rendering.
 
     Each assistant piece is exactly what the model writes for that turn, its end-of-turn token
     included. Chat wraps render incrementally with the chat template (the text up to turn k
     must be a prefix of the text up to turn k+1); user turns go through the template's `user`,
     and the template's `system` is used when the conversation has none. Turns after the last
-    assistant turn are dropped: nothing in them is trained.
+    assistant turn are dropped: nothing in them is trained. think: assistant turns' think blocks
+    go through the chat template's thinking mode where it has one (`assistant_message`).
     """
-    msgs = [{"role": m["role"], "content": template.user_text(m["content"]) if m["role"] == "user"
-             else m["content"]} for m in messages]
+    msgs = [assistant_message(template, tokenizer, m["content"], think) if m["role"] == "assistant" else
+            {"role": m["role"], "content": template.user_text(m["content"]) if m["role"] == "user" else m["content"]}
+            for m in messages]
     own_system = any(m["role"] == "system" for m in msgs)
     if template.wrap == "raw":  # the raw layout of render_prompt + render_completion, turn after turn
         pieces = [] if own_system or not template.system else [(template.system, False)]

@@ -108,7 +108,15 @@ class DataConfig:
     val_size: int = _f(0, "Hold out this many examples as a validation split.", min=0)
     train_on_prompt: bool = _f(False, "Train on prompt tokens too (default: completion tokens only).")
     cot_loss: Literal["full", "answer_only"] = _f("full", "cot: train the rationale and answer (full) or only the "
-                                                  "final answer line (answer_only).")
+                                                  "final answer line (answer_only); with data.think, the think "
+                                                  "block is the rationale (answer_only: the block is -100).")
+    think: Literal["off", "render", "keep"] = _f(
+        "off", "Reasoning traces: render: a cot rationale becomes '<think>\\n...\\n</think>\\n\\n' before the answer "
+        "(the chat template's thinking mode where it has one, else plain text); keep (and render, in other "
+        "formats): read the think block a completion or assistant turn starts with; off: tags are plain text. "
+        "An empty block is never trained (it is prompt side).")
+    messages_loss: Literal["all", "last"] = _f("all", "messages: train every assistant turn (all) or only the "
+                                               "final one (last); the others are -100 like the prompt.")
     packing: bool = _f(False, "Pack examples into full rows (padding-free, no cross-example attention).")
     padding_free: bool = _f(True, "Put each batch's examples in one row without padding; each example attends "
                             "only to itself (LoRA on CPU: 1.47x the speed, 0.68x the memory of padded batches).")

@@ -37,13 +37,16 @@ PIPELINES = [  # every filter function, each argument shape
     ("vote", [{"function": "take_first_k", "k": 2}, {"function": "last_number"}, {"function": "majority_vote"}]),
     ("vote_all", [{"function": "answer_format", "format": "#### {answer}"}, {"function": "majority_vote"}]),
     ("raw", [{"function": "take_first"}]),
+    ("think", [{"function": "strip_think"}, {"function": "answer_format", "format": "#### {answer}"},
+               {"function": "take_first"}]),
 ]
 TASK = SimpleNamespace(filters=PIPELINES, output_type="generate_until", path="garbage.yaml")
 FRAGMENTS = ["inf", "-inf", "infinity", "nan", "NaN", "sNaN", "1e400", "-1e400", "1e999999", "1e-999999",
              "1e99999999999999999999999", "-0", "-0.0", "0", "١٢٣", "１２", "۷", "²", "1,234", ",,,", "1,,2",
              "$", "$-5", "1_000", "0x1F", ".5", "5.", "-.", "--1", "1.2.3", "e", "E5", "####", "#### ", "\n#### ",
              "The answer is", "Answer:", "%", ".", " ", "\t", "\n", "\r\n", "\x00", "\x1b[31m", "\u200b", "\ufeff",
-             "\ud800", "\udfff", "\U0001f600", "9" * 400, "9" * 5000, "-" + "1" * 4301]
+             "\ud800", "\udfff", "\U0001f600", "<think>", "</think>", "<think>\n", "</think>\n\n",
+             "9" * 400, "9" * 5000, "-" + "1" * 4301]
 
 
 def _check_record(rec: dict) -> None:

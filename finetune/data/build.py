@@ -51,8 +51,8 @@ class DataBundle:
 
 def _code_version() -> bytes:
     """The rendering and masking code itself: editing it invalidates cached tokenizations."""
-    from finetune import prompts
-    return b"".join(Path(m.__file__).read_bytes() for m in (tokenize_module, prompts))
+    from finetune import answers, prompts  # answers: where think blocks are cut
+    return b"".join(Path(m.__file__).read_bytes() for m in (tokenize_module, prompts, answers))
 
 
 def _tokenizer_id(tokenizer) -> bytes:
@@ -64,15 +64,15 @@ def _tokenizer_id(tokenizer) -> bytes:
 
 def cache_key(records: list[dict], fmt: str, template: Template, tokenizer, cfg: DataConfig) -> str:
     h = hashlib.sha256(_code_version() + _tokenizer_id(tokenizer))
-    h.update(json.dumps([fmt, cfg.train_on_prompt, cfg.cot_loss, template.wrap, template.user, template.system,
-                         template.exemplars]).encode())
+    h.update(json.dumps([fmt, cfg.train_on_prompt, cfg.cot_loss, cfg.think, cfg.messages_loss, template.wrap,
+                         template.user, template.system, template.exemplars]).encode())
     for r in records:
         h.update(json.dumps(r, sort_keys=True, ensure_ascii=False).encode())
     return h.hexdigest()[:24]
 
 
-def _encode(record, fmt, template, tokenizer, train_on_prompt, cot_loss):
-    return encode_record(record, fmt, template, tokenizer, train_on_prompt, cot_loss)
+def _encode(record, fmt, template, tokenizer, train_on_prompt, cot_loss, think, messages_loss):
+    return encode_record(record, fmt, template, tokenizer, train_on_prompt, cot_loss, think, messages_loss)
 
 
 def tokenize_records(records: list[dict], entry: RegistryEntry, template: Template, tokenizer,
@@ -88,7 +88,8 @@ def tokenize_records(records: list[dict], entry: RegistryEntry, template: Templa
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     ds = Dataset.from_list(records)
     out = ds.map(_encode, fn_kwargs=dict(fmt=entry.format, template=template, tokenizer=tokenizer,
-                                         train_on_prompt=cfg.train_on_prompt, cot_loss=cfg.cot_loss),
+                                         train_on_prompt=cfg.train_on_prompt, cot_loss=cfg.cot_loss,
+                                         think=cfg.think, messages_loss=cfg.messages_loss),
                  remove_columns=ds.column_names, cache_file_name=str(path), new_fingerprint=key,
                  num_proc=procs if procs > 1 and not hit else None, desc=f"Tokenizing {entry.name}")
     return out, hit, key

@@ -19,10 +19,14 @@ class. Options for files that do not fit directly: `explode` (one row per item o
 column, e.g. Self-Instruct `instances`), `unescape` (literal \\n -> newline, FLAN TSVs) and
 `split_answer` (cot: the rationale column ends with the answer line, GSM8K `#### 72`).
 Every problem raises DataError naming the row, the field, its column and what was expected.
+
+With `data.think` keep or render, a completion (or assistant turn) holding think tags must
+start with exactly one closed `<think>...</think>` block (its loss mask is cut there,
+tokenize.py); with render, a CoT rationale must hold no tags (the block is written for it).
 """
 
 from finetune.data.errors import DataError, describe, short
-from finetune.answers import format_answer, last_answer_line
+from finetune.answers import THINK_CLOSE, THINK_OPEN, format_answer, last_answer_line
 
 FORMATS = {  # format -> (required fields, optional fields)
     "alpaca": (("instruction", "output"), ("input",)),
@@ -70,9 +74,18 @@ def _unescape(row: dict) -> dict:
     return {k: v.replace("\\n", "\n") if isinstance(v, str) else v for k, v in row.items()}
 
 
-def to_record(row: dict, spec, loc: str) -> dict:
-    """The standard record for one row; raises DataError naming the row, field and column."""
+def to_record(row: dict, spec, loc: str, think: str = "off") -> dict:
+    """The standard record for one row; raises DataError naming the row, field and column.
+
+    think (data.think): off, render or keep; the last two check the think blocks (see above)."""
     get = _Getter(row, spec, loc)
+    record = _record(get, spec, loc)
+    if think != "off":
+        _check_record_think(get, spec.format, record, think)
+    return record
+
+
+def _record(get, spec, loc: str) -> dict:
     if spec.format in ("alpaca", "prompt_completion"):
         if spec.format == "alpaca":
             instruction, extra = get.text("instruction"), get.text("input", optional=True).strip()
@@ -86,6 +99,38 @@ def to_record(row: dict, spec, loc: str) -> dict:
     if spec.format == "text":
         return {"text": get.text("text")}
     raise DataError(f"{loc}: unknown format {spec.format!r}; accepted: {', '.join(FORMATS)}")
+
+
+def think_problem(text: str) -> str | None:
+    """Why a text's think tags cannot be cut into (block, answer); None when it has none or one leading block."""
+    opens, closes = text.count(THINK_OPEN), text.count(THINK_CLOSE)
+    if not opens and not closes:
+        return None
+    if opens != 1 or closes != 1:
+        return f"got {opens} {THINK_OPEN} and {closes} {THINK_CLOSE} tag(s)"
+    if text.find(THINK_CLOSE) < text.find(THINK_OPEN):
+        return f"got {THINK_CLOSE} before {THINK_OPEN}"
+    head = text[: text.find(THINK_OPEN)]
+    return f"got text before {THINK_OPEN}: {short(head)}" if head.strip() else None
+
+
+def _check_record_think(get, fmt: str, record: dict, think: str) -> None:
+    block = f"at most one {THINK_OPEN}...{THINK_CLOSE} block, at the start of the text (data.think: {think})"
+    if fmt == "cot":
+        tags = [t for t in (THINK_OPEN, THINK_CLOSE) if t in record["rationale"] + record["answer_line"]]
+        if think == "render" and tags:
+            get.fail("rationale", f"no {THINK_OPEN} tags (data.think: render writes the block around the "
+                     "rationale; use data.think: keep for text that has its own)", f"got {tags[0]}")
+    elif fmt in ("alpaca", "prompt_completion"):
+        field = "output" if fmt == "alpaca" else "completion"
+        problem = think_problem(record["completion"])
+        if problem:
+            get.fail(field, block, problem)
+    elif fmt == "messages":
+        for i, turn in enumerate(record["messages"]):
+            problem = think_problem(turn["content"]) if turn["role"] == "assistant" else None
+            if problem:
+                get.fail("messages", f"turn {i + 1} (assistant): {block}", problem)
 
 
 class _Getter:

@@ -5,19 +5,23 @@
 
 Builds the recipe's data exactly as training does (same template, tokenizer, masks and
 cache), prints N examples with trained tokens in green, masked tokens (-100) in grey and
-tokens beyond max_length in red, then the totals and the label audit that training runs
-before its first step. Exit status 1 when the audit would stop training.
+tokens beyond max_length in red, a `<think> ... </think>` block in cyan (trained) or blue
+(masked), then the totals and the label audit that training runs before its first step.
+Exit status 1 when the audit would stop training.
 """
 
 import argparse
 import os
 import sys
 
+from finetune.answers import THINK_CLOSE, THINK_OPEN
 from finetune.data.audit import format_stats, problems_of
 from finetune.data.build import DataBundle, build_datasets
 from finetune.data.tokenize import IGNORE
 
 GREEN, GREY, RED, BOLD, RESET = "\033[32m", "\033[90m", "\033[31m", "\033[1m", "\033[0m"
+CYAN, BLUE = "\033[36m", "\033[34m"  # a think block: trained, masked
+COLORS = {"trained": GREEN, "masked": GREY, "cut": RED, "think": CYAN, "think_masked": BLUE}
 
 
 def add_preview_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -29,11 +33,33 @@ def add_preview_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     return parser
 
 
-def _spans(ids: list[int], labels: list[int], max_length: int):
-    """Runs of tokens with the same state: 'trained', 'masked' or 'cut' (beyond max_length)."""
+def think_flags(ids: list[int], tokenizer) -> list[bool]:
+    """Per token: inside a `<think> ... </think>` block of the decoded text (tags included; an open one runs on)."""
+    pieces = [tokenizer.decode([t], skip_special_tokens=False) for t in ids]
+    text = "".join(pieces)
+    spans, i = [], text.find(THINK_OPEN)
+    while i >= 0:
+        j = text.find(THINK_CLOSE, i)
+        end = len(text) if j < 0 else j + len(THINK_CLOSE)
+        spans.append((i, end))
+        i = text.find(THINK_OPEN, end)
+    flags, pos, k = [], 0, 0
+    for piece in pieces:
+        start, pos = pos, pos + len(piece)
+        while k < len(spans) and spans[k][1] <= start:
+            k += 1
+        flags.append(k < len(spans) and spans[k][0] < max(pos, start + 1))
+    return flags
+
+
+def _spans(ids: list[int], labels: list[int], max_length: int, think: list[bool] | None = None):
+    """Runs of tokens with the same state: 'trained', 'masked', 'think', 'think_masked' or 'cut' (beyond max_length)."""
     state, run = None, []
+    think = think or [False] * len(ids)
     for i, (tok, lab) in enumerate(zip(ids, labels)):
         s = "cut" if i >= max_length else "masked" if lab == IGNORE or i == 0 else "trained"
+        if think[i] and s != "cut":
+            s = "think" if s == "trained" else "think_masked"
         if s != state and run:
             yield state, run
             run = []
@@ -46,14 +72,14 @@ def _spans(ids: list[int], labels: list[int], max_length: int):
 def render_example(ids: list[int], labels: list[int], tokenizer, max_length: int, color: bool = True) -> str:
     """One example's text, its loss mask shown by colour (or «trained» marks without colour)."""
     out = []
-    for state, run in _spans(ids, labels, max_length):
+    for state, run in _spans(ids, labels, max_length, think_flags(ids, tokenizer)):
         text = tokenizer.decode(run, skip_special_tokens=False)
         if state == "cut":  # one run, at the end: every token from max_length on
             out.append(f"\n✂ max_length {max_length}: {len(ids) - max_length} more token(s) cut ✂\n")
         if color:
-            out.append({"trained": GREEN, "masked": GREY, "cut": RED}[state] + text + RESET)
+            out.append(COLORS[state] + text + RESET)
         else:
-            out.append(f"«{text}»" if state == "trained" else text)
+            out.append(f"«{text}»" if state in ("trained", "think") else text)
     return "".join(out)
 
 
@@ -62,6 +88,7 @@ def print_preview(bundle: DataBundle, tokenizer, max_length: int, n: int, color:
     out = out or sys.stdout
     paint = (lambda c, s: f"{c}{s}{RESET}") if color else (lambda c, s: s)
     legend = (f"{paint(GREEN, 'trained')} / {paint(GREY, 'masked (-100)')} / {paint(RED, 'cut (beyond max_length)')}"
+              f" / {paint(CYAN, '<think> trained')} / {paint(BLUE, '<think> masked')}"
               if color else "«trained» / masked (-100) unmarked / ✂ cut beyond max_length")
     print(f"template {bundle.template.name} · max_length {max_length} · {legend}", file=out)
     for k in range(min(n, len(bundle.train))):

@@ -22,7 +22,7 @@ def load_records(entry: RegistryEntry, cfg: DataConfig, seed: int = 0) -> tuple[
         try:
             if isinstance(row, DataError):
                 raise row
-            records += [to_record(r, entry, at) for at, r in expand(row, loc, entry)]
+            records += [to_record(r, entry, at, cfg.think) for at, r in expand(row, loc, entry)]
         except DataError as e:
             if not cfg.skip_invalid_rows:
                 raise

@@ -11,7 +11,8 @@ from matplotlib.figure import Figure
 from finetune.eval.scoring import BUCKETS
 
 COLORS = {"a": "#8c8c8c", "b": "#2a6fdb"}
-BUCKET_COLORS = {"correct": "#3a9d5d", "truncated": "#e3a21a", "no_answer": "#c44e52", "wrong": "#7d5ba6"}
+BUCKET_COLORS = {"correct": "#3a9d5d", "truncated_think": "#f0d060", "truncated": "#e3a21a", "no_answer": "#c44e52",
+                 "wrong": "#7d5ba6"}
 
 
 def _png(fig: Figure) -> str:
@@ -51,7 +52,7 @@ def score_bars(comparison: dict, labels: tuple[str, str]) -> str | None:
 
 
 def failure_buckets(comparison: dict, labels: tuple[str, str]) -> str | None:
-    """Stacked bars of correct / truncated / no_answer / wrong for each generation task (primary filter)."""
+    """Stacked bars of correct / truncated_think / truncated / no_answer / wrong per generation task (primary filter)."""
     rows = []
     for task, res in comparison["tasks"].items():
         fa, fb = res["failures"].get("a") or {}, res["failures"].get("b") or {}
@@ -73,7 +74,7 @@ def failure_buckets(comparison: dict, labels: tuple[str, str]) -> str | None:
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of documents")
-    ax.legend(ncol=4, fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0))
+    ax.legend(ncol=len(BUCKETS), fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0))
     fig.tight_layout()
     return _png(fig)
 

@@ -131,7 +131,9 @@ def render_markdown(comparison: dict, meta: dict | None, loss_points: list) -> s
     buckets = _bucket_rows(comparison, (a, b))
     if buckets:
         out += ["## Chain-of-thought failure buckets", "",
-                "truncated: ran out of max_new_tokens without a stop sequence or EOS; no_answer: the filter found "
+                "truncated_think: ran out of max_new_tokens inside the reasoning (an open <think> block, before "
+                "</think>); truncated: ran out of max_new_tokens without a stop sequence or EOS (after the reasoning, "
+                "or with none); no_answer: the filter found "
                 "no answer; wrong: an answer, not the target.", ""]
         out += md_table(("task", "filter", "model") + BUCKETS, buckets) + [""]
     out += ["## Flips", ""]

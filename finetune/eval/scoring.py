@@ -1,9 +1,10 @@
 """Filter pipelines, per-sample metrics and their aggregation (pure Python, no torch).
 
 A filter pipeline turns a doc's responses (one, or k for self-consistency) into one answer:
-extraction steps map every response (`answer_format`, `last_number`, `regex`), reducing
+extraction steps map every response (`strip_think`, `answer_format`, `last_number`, `regex`), reducing
 steps pick among them (`take_first`, `take_first_k`, `majority_vote`). Extraction uses the
-project's one answer-extraction module (finetune/answers.py).
+project's one answer-extraction module (finetune/answers.py). `strip_think` first makes a
+pipeline think-aware: it keeps the text after `</think>` (None when the block never closed).
 
 Every metric is a ratio of sums over samples, so a score and its bootstrap resamples are
 computed the same way: mean metrics are (value, 1) per sample; perplexity is
@@ -15,12 +16,15 @@ import re
 from collections import Counter
 from functools import lru_cache
 
-from finetune.answers import extract_last_number, extract_strict, normalize_number
+from finetune.answers import after_think, extract_last_number, extract_strict, normalize_number, split_think
 from finetune.eval import ifeval
 from finetune.eval.ifeval import METRICS as IFEVAL_METRICS
 from finetune.eval.taskfile import TaskError
 
-BUCKETS = ("correct", "truncated", "no_answer", "wrong")
+# truncated_think: ran out of tokens inside an open <think> block; truncated: ran out after it (or with no block)
+BUCKETS = ("correct", "truncated_think", "truncated", "no_answer", "wrong")
+
+
 @lru_cache(maxsize=None)
 def _compiled(pattern: str) -> re.Pattern:
     try:
@@ -52,7 +56,9 @@ def apply_filter(steps: list[dict], responses: list[str]) -> str | None:
     xs: list = list(responses)
     for step in steps:
         fn = step["function"]
-        if fn == "answer_format":
+        if fn == "strip_think":
+            xs = _map(after_think, xs)
+        elif fn == "answer_format":
             xs = _map(lambda t: extract_strict(t, step["format"]), xs)
         elif fn == "last_number":
             xs = _map(extract_last_number, xs)
@@ -75,18 +81,26 @@ def exact_match(pred: str | None, target: str) -> bool:
     return pred is not None and target is not None and normalize_number(pred) == normalize_number(target)
 
 
-def bucket(correct: bool, truncated: bool, pred: str | None) -> str:
-    """Why a CoT sample failed: truncated (ran out of max_new_tokens) comes first, then no answer, then wrong."""
+def bucket(correct: bool, truncated: bool, pred: str | None, in_think: bool = False) -> str:
+    """Why a CoT sample failed: truncated (ran out of max_new_tokens) comes first, then no answer, then wrong.
+
+    A truncated output is truncated_think when it stopped inside its `<think>` block (before `</think>`)."""
     if correct:
         return "correct"
     if truncated:
-        return "truncated"
+        return "truncated_think" if in_think else "truncated"
     return "no_answer" if pred is None else "wrong"
+
+
+def cut_in_think(responses: list[str], truncated: list[bool]) -> bool:
+    """Every sample ran out of tokens, and each inside an open `<think>` block (what the text alone shows)."""
+    return bool(responses) and all(t and split_think(r)[0] == "open" for r, t in zip(responses, truncated))
 
 
 def score_generation(task, responses: list[str], truncated: list[bool], target: str) -> dict:
     """The scored part of a generation record: per filter its answer, correctness and failure bucket."""
     all_truncated = all(truncated)  # with k samples, the doc counts as truncated only if every sample was
+    in_think = cut_in_think(responses, truncated)
     by_filter, scores, terms = {}, {}, {}
     ifeval_task = any(m in IFEVAL_METRICS for m in getattr(task, "metrics", ()))  # a task needs only .filters
     for name, steps in task.filters:
@@ -96,11 +110,12 @@ def score_generation(task, responses: list[str], truncated: list[bool], target: 
             scores.update({k: v for k, v in s.items() if k.split(":")[0] in task.metrics})
             terms.update({k: v for k, v in t.items() if k in scores})
             ok = scores[f"{task.metrics[0]}:{name}"] == 1
-            by_filter[name] = {"extracted": pred, "correct": ok, "bucket": bucket(ok, all_truncated, pred or None),
+            by_filter[name] = {"extracted": pred, "correct": ok,
+                               "bucket": bucket(ok, all_truncated, pred or None, in_think),
                                "ifeval": detail}
             continue
         ok = exact_match(pred, target)
-        by_filter[name] = {"extracted": pred, "correct": ok, "bucket": bucket(ok, all_truncated, pred)}
+        by_filter[name] = {"extracted": pred, "correct": ok, "bucket": bucket(ok, all_truncated, pred, in_think)}
         scores[f"exact_match:{name}"] = float(ok)
     primary = by_filter[task.filters[0][0]]
     return {"extracted": primary["extracted"], "correct": primary["correct"], "truncated": all_truncated,

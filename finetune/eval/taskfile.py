@@ -23,6 +23,7 @@ METRICS = {  # metric -> output types it applies to
 FILTER_FUNCTIONS = {  # function -> its accepted arguments and their types
     "answer_format": {"format": str}, "last_number": {}, "regex": {"pattern": str, "group_select": int},
     "take_first": {}, "take_first_k": {"k": int}, "majority_vote": {},
+    "strip_think": {},  # think-aware scoring: keep the text after </think> (put it first in a pipeline)
 }
 REQUIRED_ARGS = {"answer_format": ("format",), "regex": ("pattern",), "take_first_k": ("k",)}
 SCHEMA = {
@@ -73,7 +74,8 @@ HELP = {  # dotted key -> its one line in eval/README.md (generated: python -m f
     "repeats": "Samples per document (self-consistency).",
     "filter_list": "Named pipelines from outputs to one answer: [{name, filter: [{function, ...}]}]; functions: "
                    + ", ".join(["answer_format (format)", "last_number", "regex (pattern, group_select)",
-                                "take_first", "take_first_k (k)", "majority_vote"]) + ".",
+                                "take_first", "take_first_k (k)", "majority_vote",
+                                "strip_think (first: keep the text after </think>, think-aware scoring)"]) + ".",
     "metric_list": "; ".join(f"{o}: {', '.join(m for m, types in METRICS.items() if o in types)}"
                              for o in OUTPUT_TYPES) + " (generate_until: one score per filter; IFEval's four: "
                    "finetune/eval/ifeval.py).",
