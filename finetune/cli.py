@@ -6,6 +6,7 @@
     finetune preview recipes/quickstart.yaml -n 3
     finetune eval runs/quickstart --tasks arith_cot
     finetune compare runs/a/eval/finetuned runs/b/eval/finetuned
+    finetune rescore runs/quickstart/eval            re-apply edited task filters to the saved outputs
     finetune export runs/quickstart --merge          a standard transformers folder (default RUN/export)
     finetune ls datasets|tasks|templates|recipes
 
@@ -152,6 +153,8 @@ LAZY_COMMANDS = {
     "eval": ("finetune.eval.commands", "add_eval_args", "cmd_eval", "evaluate a model or run directory on eval tasks"),
     "compare": ("finetune.eval.commands", "add_compare_args", "cmd_compare",
                 "compare eval result folders or runs (paired tests, flips, report)"),
+    "rescore": ("finetune.eval.rescore", "add_rescore_args", "cmd_rescore",
+                "apply tasks' current filters to saved eval outputs; rewrite scores and report (no model)"),
     "export": ("finetune.export", "add_export_args", "cmd_export",
                "write a standard transformers folder (LoRA: --merge the adapter)"),
 }

@@ -154,6 +154,12 @@ class TrainConfig:
                                "(TRL's default, least memory, slowest); 3 = a third (benchmarks/levers.py).", min=1)
     speed_paths: bool = _f(True, "Faster equivalents of library code while training (finetune/speed/); false: "
                            "TRL's plain path, the same loss curve, slower on CPU.")
+    neftune_alpha: float | None = _f(None, "NEFTune: uniform noise of scale alpha/sqrt(length x hidden) on the "
+                                     "input embeddings while training (e.g. 5); null: off. Batches are padded, "
+                                     "not padding-free, while it is on.", gt=0.0, max=1000.0)
+    report_to: list[Literal["tensorboard", "wandb", "mlflow", "trackio", "comet_ml"]] = _f(
+        [], "Experiment trackers, through TRL's report_to, e.g. [tensorboard] (offline; pip install "
+        "'finetune[tensorboard]'), logging to logs/tensorboard/ in the run directory. [] (default): none.")
 
 
 @dataclass

@@ -86,6 +86,7 @@ class RunDir:
     ADAPTER, MODEL, TOKENIZER = "adapter", "model", "tokenizer"
     CHECKPOINTS, EVAL = "checkpoints", "eval"
     TRAIN_LOG, LOSS_PLOT = "logs/train_log.jsonl", "plots/loss.png"
+    TENSORBOARD = "logs/tensorboard"  # train.report_to: [tensorboard] writes its event files here
 
     def __init__(self, path):
         self.path = Path(path)

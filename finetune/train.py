@@ -154,9 +154,12 @@ def make_trainer(recipe: Recipe, run_dir: Path, model, tokenizer, bundle, checkp
         train_set, val_set = (cut_to_max_length(d, recipe.data.max_length) for d in (train_set, val_set))
     kwargs = dict(model=model, args=sft_config(recipe, run_dir, checkpointing), train_dataset=train_set,
                   eval_dataset=val_set, processing_class=tokenizer, callbacks=list(callbacks))
-    if trainer_class is not None:
-        return trainer_class(**kwargs)
-    return FinetuneTrainer(**kwargs, speed_paths=recipe.train.speed_paths, speed_off=speed_off)
+    trainer = (trainer_class or FinetuneTrainer)(**kwargs, **({} if trainer_class else dict(
+        speed_paths=recipe.train.speed_paths, speed_off=speed_off)))
+    for callback in trainer.callback_handler.callbacks:  # report_to's TensorBoard: inside the run directory
+        if type(callback).__name__ == "TensorBoardCallback":
+            callback.logging_dir = str(RunDir(run_dir) / RunDir.TENSORBOARD)
+    return trainer
 
 
 def sft_config(recipe: Recipe, run_dir: Path, checkpointing: bool):
@@ -184,7 +187,7 @@ def sft_config(recipe: Recipe, run_dir: Path, checkpointing: bool):
         logging_steps=t.logging_steps,
         save_steps=t.save_steps,
         packing=recipe.data.packing,
-        padding_free=recipe.data.padding_free,  # TRL makes packed rows padding-free itself
+        padding_free=recipe.data.padding_free and t.neftune_alpha is None,  # packed rows: TRL makes them so
         # changed from TRL's defaults
         output_dir=str(run_dir / RunDir.CHECKPOINTS),  # checkpoints live inside the run directory
         data_seed=t.seed,  # TRL: None (data order from the global RNG); train.seed alone fixes the order
@@ -202,11 +205,15 @@ def sft_config(recipe: Recipe, run_dir: Path, checkpointing: bool):
         # padding-free rows are cut to max_length by `cut_to_max_length` (TRL refuses max_length with them)
         max_length=None if _padding_free(recipe) else recipe.data.max_length,
         disable_tqdm=False,  # TRL: None, which hides the progress bar when logging is quiet
+        neftune_noise_alpha=t.neftune_alpha,  # transformers' embedding hook; None: off
+        report_to=list(t.report_to) or "none",  # trackers only when asked; TensorBoard's folder: make_trainer
     )
 
 
 def _padding_free(recipe: Recipe) -> bool:
-    return recipe.data.padding_free and not recipe.data.packing
+    # NEFTune scales its noise by the row's length: one padding-free row of a whole batch would get
+    # 1/sqrt(batch) of the noise each example gets in a padded batch, so NEFTune trains on padded batches
+    return recipe.data.padding_free and not recipe.data.packing and recipe.train.neftune_alpha is None
 
 
 def cut_to_max_length(dataset, max_length: int):

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 from finetune.eval.records import RecordStore, config_hash
-from finetune.eval.runners import RUNNERS
 from finetune.eval.scoring import aggregate, failure_counts
 from finetune.eval.tasks import Task
 from finetune.prompts import load_template
@@ -74,6 +73,8 @@ def evaluate(model, tokenizer, tasks: list[Task], out_dir: Path, *, template_nam
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {"tasks": {}}
     summary.update(label=label, model=model_info(model), seed=seed, batch_size=batch_size, limit=limit,
                    template_override=template_name, versions=versions())
+    from finetune.eval.runners import RUNNERS  # torch and transformers: not for readers (report, rescore)
+
     was_training = model.training
     model.eval()
     scores = {}
