@@ -11,6 +11,7 @@
       model/              freeze / full runs: model.safetensors + config.json
       tokenizer/          tokenizer files and chat template
       checkpoints/        periodic trainer checkpoints (resume from the last complete one)
+      logs/tensorboard/   train.report_to: [tensorboard]: the event files
       logs/train_log.jsonl  one JSON object per logging step (step, loss, lr, ...)
       plots/loss.png      the loss curve
       eval/               base vs finetuned results and report (finetune run)
