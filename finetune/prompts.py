@@ -162,7 +162,7 @@ def render_completion(template: Template, tokenizer, prompt: str, completion: st
     full = _chat(template, tokenizer, [{"role": "user", "content": user}, answer], add_generation_prompt=False)
     if answer.get("reasoning_content") and answer["reasoning_content"] not in full[len(head):]:
         raise TemplateError(f"template {template.name!r}: the model's chat template drops the reasoning of the "
-                            "answer (reasoning_content), so the think block would not be trained; use data.think: off")
+                            "answer (reasoning_content), so the think block would not be trained; use data.think: none")
     if not full.startswith(head):
         raise TemplateError(f"template {template.name!r}: the chat template does not render the prompt as a "
                             "prefix of prompt + answer, so the loss mask would be wrong")

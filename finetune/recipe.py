@@ -110,10 +110,10 @@ class DataConfig:
     cot_loss: Literal["full", "answer_only"] = _f("full", "cot: train the rationale and answer (full) or only the "
                                                   "final answer line (answer_only); with data.think, the think "
                                                   "block is the rationale (answer_only: the block is -100).")
-    think: Literal["off", "render", "keep"] = _f(
-        "off", "Reasoning traces: render: a cot rationale becomes '<think>\\n...\\n</think>\\n\\n' before the answer "
+    think: Literal["none", "render", "keep"] = _f(
+        "none", "Reasoning traces: render: a cot rationale becomes '<think>\\n...\\n</think>\\n\\n' before the answer "
         "(the chat template's thinking mode where it has one, else plain text); keep (and render, in other "
-        "formats): read the think block a completion or assistant turn starts with; off: tags are plain text. "
+        "formats): read the think block a completion or assistant turn starts with; none: tags are plain text. "
         "An empty block is never trained (it is prompt side).")
     messages_loss: Literal["all", "last"] = _f("all", "messages: train every assistant turn (all) or only the "
                                                "final one (last); the others are -100 like the prompt.")

@@ -22,7 +22,7 @@ TURNS = [{"role": "system", "content": "S"}, {"role": "user", "content": "u1"}, 
          {"role": "user", "content": "u3"}, {"role": "assistant", "content": "a3"}]
 
 
-def encode(turns, messages_loss, template=CHAT, train_on_prompt=False, think="off", cot_loss="full"):
+def encode(turns, messages_loss, template=CHAT, train_on_prompt=False, think="none", cot_loss="full"):
     record = to_record({"messages": turns}, DatasetSpec(format="messages"), "chat.jsonl: row 1", think)
     return encode_record(record, "messages", template, TOK, train_on_prompt, cot_loss, think, messages_loss)
 
@@ -37,7 +37,7 @@ def trained(ex):
     (TURNS, "last", PLAIN, "a3<|im_end|>"),                                   # raw wraps: EOS ends the turn
     (TURNS[:3], "last", CHAT, "a1<|im_end|>\n"),                              # one turn: all == last
     (TURNS + [{"role": "user", "content": "u4"}], "last", CHAT, "a3<|im_end|>\n"),  # trailing user turn dropped
-    (TURNS[:5] + [{"role": "assistant", "content": "a3"}], "last", CHAT, "a3<|im_end|>\n"),  # two assistant turns in a row
+    (TURNS[:5] + [{"role": "assistant", "content": "a3"}], "last", CHAT, "a3<|im_end|>\n"),  # two in a row
 ])
 def test_last_turn_only_trains_the_final_assistant_turn(turns, loss, template, text):
     ex = encode(turns, loss, template)

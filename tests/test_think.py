@@ -142,7 +142,7 @@ COT = {"question": "Q", "rationale": "r1", "answer": 7}
 @pytest.mark.parametrize("think, cot_loss, text, masked_after_prompt", [
     ("render", "full", BLOCK + "#### 7<|im_end|>\n", 0),
     ("render", "answer_only", BLOCK + "#### 7<|im_end|>\n", len(BLOCK)),       # the block is -100
-    ("off", "full", "r1\n#### 7<|im_end|>\n", 0),                               # today's layout
+    ("none", "full", "r1\n#### 7<|im_end|>\n", 0),                               # today's layout
     ("keep", "full", "r1\n#### 7<|im_end|>\n", 0),                              # keep writes no block for cot
 ])
 def test_cot_rationale_as_a_think_block(think, cot_loss, text, masked_after_prompt):
@@ -179,11 +179,11 @@ def test_keep_reads_a_completions_think_block(body, cot_loss, trained_text):
     assert ex["labels"].count(IGNORE) == len(ex["input_ids"]) - n_trained
 
 
-def test_think_off_trains_the_tags_as_plain_text():
-    ex = encode("prompt_completion", {"prompt": "Q", "completion": EMPTY + "A"}, think="off", cot_loss="answer_only")
+def test_think_none_trains_the_tags_as_plain_text():
+    ex = encode("prompt_completion", {"prompt": "Q", "completion": EMPTY + "A"}, think="none", cot_loss="answer_only")
     assert trained(ex) == EMPTY + "A<|im_end|>\n"
-    off = encode("prompt_completion", {"prompt": "Q", "completion": "<think>a</think>b<think>"}, think="off")
-    assert trained(off) == "<think>a</think>b<think><|im_end|>\n", "off never reads (nor rejects) tags"
+    off = encode("prompt_completion", {"prompt": "Q", "completion": "<think>a</think>b<think>"}, think="none")
+    assert trained(off) == "<think>a</think>b<think><|im_end|>\n", "none never reads (nor rejects) tags"
 
 
 def test_thinking_mode_template_writes_the_block_itself():
@@ -242,10 +242,29 @@ def test_malformed_think_blocks_name_the_row_and_field(fmt, row, think, message)
     assert str(e.value).startswith("think.jsonl:3: row 3: ") and message in str(e.value)
 
 
+def test_a_bad_think_row_through_the_cli_is_one_message(tmp_path, tiny_dir, capsys, monkeypatch):
+    from finetune.cli import main
+
+    monkeypatch.setenv("FINETUNE_CACHE", str(tmp_path / "cache"))
+    rows = tmp_path / "traces.jsonl"
+    rows.write_text(json.dumps({"prompt": "Q", "completion": BLOCK + "A"}) + "\n"
+                    + json.dumps({"prompt": "Q", "completion": "A<think>r</think>"}) + "\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"model: {{name: {tiny_dir}}}\ndata:\n  think: keep\n  datasets:\n"
+                      f"    - {{source: {rows}, format: prompt_completion}}\n")
+    assert main(["preview", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {rows}:2: row 2: field 'completion': expected at most one <think>") and \
+        "got text before <think>: 'A'" in err and "Traceback" not in err, err
+    recipe.write_text(recipe.read_text().replace("think: keep", "think: none"))
+    assert main(["preview", str(recipe), "-n", "0"]) == 0, "none: the same rows are plain text"
+
+
 def test_recipe_key_choices_are_checked(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text("data:\n  datasets: [{name: arith_cot}]\n  think: always\n")
-    with pytest.raises(RecipeError, match=r"r.yaml:3: data.think: invalid choice 'always'; accepted: off, render, keep"):
+    accepted = r"r.yaml:3: data.think: invalid choice 'always'; accepted: none, render, keep"
+    with pytest.raises(RecipeError, match=accepted):
         load_recipe(path)
     assert load_recipe(path, ["data.think=render"]).data.think == "render"
     assert load_recipe(resource_dir("recipes") / "think_arith.yaml").data.think == "render"

@@ -74,13 +74,13 @@ def _unescape(row: dict) -> dict:
     return {k: v.replace("\\n", "\n") if isinstance(v, str) else v for k, v in row.items()}
 
 
-def to_record(row: dict, spec, loc: str, think: str = "off") -> dict:
+def to_record(row: dict, spec, loc: str, think: str = "none") -> dict:
     """The standard record for one row; raises DataError naming the row, field and column.
 
-    think (data.think): off, render or keep; the last two check the think blocks (see above)."""
+    think (data.think): none, render or keep; the last two check the think blocks (see above)."""
     get = _Getter(row, spec, loc)
     record = _record(get, spec, loc)
-    if think != "off":
+    if think != "none":
         _check_record_think(get, spec.format, record, think)
     return record
 

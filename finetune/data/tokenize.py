@@ -28,7 +28,7 @@ from finetune.answers import THINK_CLOSE, split_think
 from finetune.prompts import Template, TemplateError, render_completion, render_prompt, render_turns, think_text
 
 IGNORE = -100
-THINK_MODES = ("off", "render", "keep")  # data.think
+THINK_MODES = ("none", "render", "keep")  # data.think ("none", not "off": YAML reads off as false)
 MESSAGES_LOSS = ("all", "last")  # data.messages_loss
 
 
@@ -117,16 +117,16 @@ def encode_text(tokenizer, text: str) -> dict:
 
 
 def encode_record(record: dict, fmt: str, template: Template, tokenizer, train_on_prompt: bool = False,
-                  cot_loss: str = "full", think: str = "off", messages_loss: str = "all") -> dict:
+                  cot_loss: str = "full", think: str = "none", messages_loss: str = "all") -> dict:
     """A standard record (see formats.py) -> input_ids, labels, answer_end (-1 when not CoT).
 
     think (THINK_MODES): render writes a CoT rationale as a think block; render and keep read the
-    think blocks other formats' completions already start with; off treats tags as plain text."""
+    think blocks other formats' completions already start with; none treats tags as plain text."""
     answer_only = cot_loss == "answer_only"
     if fmt == "cot":
         return encode_cot(template, tokenizer, record["prompt"], record["rationale"], record["answer_line"],
                           train_on_prompt, answer_only=answer_only, think=think == "render")
-    reads = think != "off"
+    reads = think != "none"
     if fmt == "messages":
         out = encode_messages(template, tokenizer, record["messages"], train_on_prompt, think=reads,
                               answer_only=answer_only, last_only=messages_loss == "last")
