@@ -169,7 +169,8 @@ def render_completion(template: Template, tokenizer, prompt: str, completion: st
     return full[len(head):]
 
 
-def render_turns(template: Template, tokenizer, messages: list[dict], think: bool = False) -> list[tuple[str, bool]]:
+def render_turns(template: Template, tokenizer, messages: list[dict], think: bool = False,
+                 last_only: bool = False) -> list[tuple[str, bool]]:
     """A conversation as consecutive (text, is_assistant) pieces that join into its full rendering.
 
     Each assistant piece is exactly what the model writes for that turn, its end-of-turn token
@@ -178,6 +179,9 @@ def render_turns(template: Template, tokenizer, messages: list[dict], think: boo
     and the template's `system` is used when the conversation has none. Turns after the last
     assistant turn are dropped: nothing in them is trained. think: assistant turns' think blocks
     go through the chat template's thinking mode where it has one (`assistant_message`).
+    last_only (data.messages_loss: last): chat wraps render two pieces, everything before the final
+    assistant turn and that turn, so a template that rewrites earlier turns (Qwen3 drops their
+    reasoning) can still be trained on its last one.
     """
     msgs = [assistant_message(template, tokenizer, m["content"], think) if m["role"] == "assistant" else
             {"role": m["role"], "content": template.user_text(m["content"]) if m["role"] == "user" else m["content"]}
@@ -196,15 +200,16 @@ def render_turns(template: Template, tokenizer, messages: list[dict], think: boo
         msgs.insert(0, {"role": "system", "content": template.system})
     pieces = []
     done = ""
+    last = max((k for k, m in enumerate(msgs) if m["role"] == "assistant"), default=-1)
     for k, m in enumerate(msgs):
-        if m["role"] != "assistant":
+        if m["role"] != "assistant" or (last_only and k != last):
             continue
         head = _apply(template, tokenizer, msgs[:k], add_generation_prompt=True)
         full = _apply(template, tokenizer, msgs[: k + 1], add_generation_prompt=False)
         if not head.startswith(done) or not full.startswith(head):
             raise TemplateError(f"template {template.name!r}: the chat template does not render turn {k + 1} as a "
                                 "continuation of the turns before it (it rewrites earlier turns), so per-turn "
-                                "loss masks cannot be cut from it")
+                                "loss masks cannot be cut from it; data.messages_loss: last trains the final turn")
         pieces += [(head[len(done):], False), (full[len(head):], True)]
         done = full
     return pieces

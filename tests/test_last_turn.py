@@ -58,6 +58,27 @@ def test_last_turn_with_a_think_block_in_it():
     assert trained(encode(turns, "last", think="keep", cot_loss="answer_only")) == "a3<|im_end|>\n"
 
 
+def test_last_turn_with_a_template_that_rewrites_earlier_turns():
+    """Qwen3's template (shipped by TRL) drops the reasoning of earlier turns: per-turn masks cannot be cut
+    from it, but the final turn can be trained (and that is the turn whose reasoning it keeps)."""
+    from finetune.prompts import TemplateError
+    template = getattr(pytest.importorskip("trl.chat_template_utils"), "qwen3_chat_template", None)
+    if template is None:
+        pytest.skip("this TRL has no Qwen3 chat template")
+    tok = tiny_tokenizer()
+    tok.chat_template = template
+    turns = [{"role": "user", "content": "u1"}, {"role": "assistant", "content": "<think>\nr1\n</think>\n\na1"},
+             {"role": "user", "content": "u2"}, {"role": "assistant", "content": "<think>\nr2\n</think>\n\na2"}]
+    record = to_record({"messages": turns}, DatasetSpec(format="messages"), "chat.jsonl: row 1", "keep")
+    with pytest.raises(TemplateError, match="rewrites earlier turns.*data.messages_loss: last trains the final turn"):
+        encode_record(record, "messages", CHAT, tok, think="keep", messages_loss="all")
+    ex = encode_record(record, "messages", CHAT, tok, think="keep", messages_loss="last")
+    assert tok.decode([t for t in ex["labels"] if t != IGNORE]) == "<think>\nr2\n</think>\n\na2<|im_end|>\n"
+    assert "r1" not in tok.decode(ex["input_ids"]), "the template's own history, without the earlier reasoning"
+    only = encode_record(record, "messages", CHAT, tok, cot_loss="answer_only", think="keep", messages_loss="last")
+    assert tok.decode([t for t in only["labels"] if t != IGNORE]) == "a2<|im_end|>\n"
+
+
 def test_messages_loss_reaches_the_built_dataset(tmp_path, monkeypatch):
     monkeypatch.setenv("FINETUNE_CACHE", str(tmp_path / "cache"))
     rows = tmp_path / "chat.jsonl"

@@ -199,6 +199,29 @@ def test_thinking_mode_template_writes_the_block_itself():
     assert completion(raw, tok=tok, template=PLAIN) == BLOCK + "#### 7<|im_end|>", "raw wraps: the plain fallback"
 
 
+def qwen3_tokenizer():
+    """The tiny tokenizer with Qwen3's real chat template (shipped by TRL): a thinking mode of its own."""
+    template = getattr(pytest.importorskip("trl.chat_template_utils"), "qwen3_chat_template", None)
+    if template is None:
+        pytest.skip("this TRL has no Qwen3 chat template")
+    tok = tiny_tokenizer()
+    tok.chat_template = template
+    return tok
+
+
+@pytest.mark.parametrize("rationale, cot_loss, text", [
+    ("r1", "full", BLOCK + "#### 7<|im_end|>\n"),
+    ("r1", "answer_only", "#### 7<|im_end|>\n"),
+    ("", "full", "#### 7<|im_end|>\n"),        # Qwen3 writes the empty block itself; still never trained
+])
+def test_qwen3_chat_template_renders_the_reasoning(rationale, cot_loss, text):
+    tok = qwen3_tokenizer()
+    assert thinking_mode(tok)
+    ex = encode("cot", {**COT, "rationale": rationale}, think="render", cot_loss=cot_loss, tok=tok)
+    assert completion(ex, tok=tok) == (BLOCK if rationale else EMPTY) + "#### 7<|im_end|>\n"
+    assert trained(ex, tok) == text
+
+
 def test_a_template_that_drops_the_reasoning_is_an_error():
     from finetune.prompts import TemplateError
     tok = tiny_tokenizer()

@@ -99,7 +99,7 @@ def encode_cot(template: Template, tokenizer, prompt: str, rationale: str, answe
 def encode_messages(template: Template, tokenizer, messages: list[dict], train_on_prompt: bool = False,
                     think: bool = False, answer_only: bool = False, last_only: bool = False) -> dict:
     """Assistant turns trained (last_only: the final one), others -100; think blocks by the think rules."""
-    pieces = render_turns(template, tokenizer, messages, think)
+    pieces = render_turns(template, tokenizer, messages, think, last_only)
     last = max((i for i, (_, assistant) in enumerate(pieces) if assistant), default=-1)
     out = []
     for i, (text, assistant) in enumerate(pieces):
