@@ -201,10 +201,15 @@ def _write_records(path: Path, records: list[dict]) -> None:
 def _change_line(task: Task, before: dict, after: dict, old: list[dict], new: list[dict]) -> str:
     if task.output_type == "loglikelihood_rolling":
         return f"{task.name}: a log-likelihood task, no filters: nothing to rescore (metrics from the saved nll)"
-    changed = sum(1 for a, b in zip(old, new) if {k: a.get(k) for k in SCORED} != {k: b.get(k) for k in SCORED})
+    changed = sum(1 for a, b in zip(old, new) if _scored(a) != _scored(b))
     scores = ", ".join(f"{k} {_num(before.get(k))} -> {_num(v)}" for k, v in after.items())
     how = "per-choice log-likelihoods" if task.output_type == "multiple_choice" else "filters"
     return f"{task.name}: {changed} of {len(new)} records scored differently ({how} re-applied): {scores}"
+
+
+def _scored(rec: dict) -> str:
+    """The scored fields as JSON text: a NaN score (IFEval with nothing to check) equals itself."""
+    return json.dumps({k: rec.get(k) for k in SCORED}, sort_keys=True, default=str)
 
 
 def _num(x) -> str:
