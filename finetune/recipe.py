@@ -42,6 +42,12 @@ def _check_source(value) -> str | None:
     return None
 
 
+def _check_every_split(value) -> str | None:
+    if value.strip().lower() == "test":
+        return "the test split is the final evaluation's; score a validation split (e.g. 'validation')"
+    return None if value.strip() else "empty; give a split name such as 'validation'"
+
+
 def _f(default, help: str, **kw):
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
@@ -172,6 +178,19 @@ class EvalConfig:
                                 "metric with a verdict, e.g. [arc_easy_guard, ifeval_guard]; eval.limit caps them too.")
     guard_delta: float = _f(0.02, "Guard margin δ: 'no regression beyond δ' when the 95% CI of B - A stays above "
                             "-δ (0.02 = 2 points of accuracy; relative for perplexity).", gt=0.0, max=1.0)
+    every_steps: int = _f(0, "Task accuracy during training: every N optimizer steps (and at the last), greedy "
+                          "generation on `every_limit` validation documents with the run's template and the final "
+                          "eval's extraction, logged beside the loss; each pass prints its time. 0 (default): off.",
+                          min=0)
+    every_limit: int = _f(24, "every_steps: documents scored each time (the same first N of the validation source).",
+                          min=1, max=100_000)
+    every_task: str | None = _f(None, "every_steps' documents: null: the recipe's held-out rows (data.val_size, "
+                                "cot datasets: exact match on each one's answer_format, strict and flexible); or an "
+                                "eval task (name or path), read from its `every_split` split.")
+    every_split: str = _f("validation", "every_task's split for every_steps; 'test' and the task's own (final eval) "
+                          "split are refused.", check=_check_every_split)
+    keep_best: bool = _f(False, "every_steps: the run's output is the checkpoint with the highest score (the first "
+                         "on ties; a checkpoint is written at each scored step), not the last.")
 
 
 @dataclass
@@ -270,6 +289,18 @@ def cross_checks(recipe: Recipe) -> list[tuple[str, str]]:
     if recipe.star.rounds and not recipe.eval.tasks:
         out.append(("star.rounds", "star.rounds: STaR evaluates every round on held-out tasks; set eval.tasks "
                     "(e.g. [arith_cot])"))
+    return out + _during_checks(recipe)
+
+
+def _during_checks(recipe: Recipe) -> list[tuple[str, str]]:
+    """eval.every_steps / keep_best: a validation source, and a score to keep the best checkpoint by."""
+    e, out = recipe.eval, []
+    if e.keep_best and not e.every_steps:
+        out.append(("eval.keep_best", "eval.keep_best: keeps the best checkpoint by the eval.every_steps score, but "
+                    "eval.every_steps is 0; set it (e.g. eval.every_steps: 50)"))
+    if e.every_steps and e.every_task is None and not recipe.data.val_size:
+        out.append(("eval.every_steps", "eval.every_steps: scores the recipe's held-out rows, but data.val_size is "
+                    "0; set data.val_size (e.g. 32) or eval.every_task (an eval task with a validation split)"))
     return out
 
 

@@ -12,7 +12,8 @@
       tokenizer/          tokenizer files and chat template
       checkpoints/        periodic trainer checkpoints (resume from the last complete one)
       logs/tensorboard/   train.report_to: [tensorboard]: the event files
-      logs/train_log.jsonl  one JSON object per logging step (step, loss, lr, ...)
+      logs/train_log.jsonl  one JSON object per logging step (step, loss, lr, ...; task_accuracy)
+      logs/task_eval/     eval.every_steps: the records of each scored step (step-N.jsonl)
       plots/loss.png      the loss curve
       eval/               base vs finetuned results and report (finetune run)
 
@@ -88,6 +89,7 @@ class RunDir:
     CHECKPOINTS, EVAL = "checkpoints", "eval"
     TRAIN_LOG, LOSS_PLOT = "logs/train_log.jsonl", "plots/loss.png"
     TENSORBOARD = "logs/tensorboard"  # train.report_to: [tensorboard] writes its event files here
+    TASK_EVAL = "logs/task_eval"  # eval.every_steps: step-N.jsonl, the scored records of each pass
 
     def __init__(self, path):
         self.path = Path(path)

@@ -33,11 +33,12 @@ from finetune.data.audit import audit
 from finetune.data.build import build_datasets
 from finetune.data.tokenize import IGNORE
 from finetune.errors import Interrupted
+from finetune.eval import during
 from finetune.faults import explain_oom
 from finetune.methods import apply_method, format_table, trainable_table
 from finetune.model import load_base, resolve_model
 from finetune.recipe import Recipe, dump_recipe
-from finetune.trainer import FinetuneTrainer, StopOnSignal, TrainLog
+from finetune.trainer import FinetuneTrainer, StopOnSignal, TaskEval, TrainLog, load_best
 
 
 def train(recipe: Recipe, *, overwrite: bool = False, speed_off=()):
@@ -126,8 +127,10 @@ def fit(recipe: Recipe, run_dir: Path, model, tokenizer, bundle, resuming: bool,
     run = RunDir(run_dir)
     ckpt = run.last_checkpoint() if resuming else None
     stopper = StopOnSignal()
+    log = TrainLog(run, int(ckpt.rsplit("-", 1)[1]) if ckpt else 0)
+    scoring = TaskEval.for_recipe(recipe, bundle, tokenizer, log)  # eval.every_steps; [] when off
     trainer = make_trainer(recipe, run_dir, model, tokenizer, bundle, checkpointing, speed_off=speed_off,
-                           callbacks=[TrainLog(run, int(ckpt.rsplit("-", 1)[1]) if ckpt else 0), stopper])
+                           callbacks=[log, stopper, *scoring])
     if ckpt:
         say(f"[finetune] resuming from {ckpt}")
     stopper.install()
@@ -143,7 +146,9 @@ def fit(recipe: Recipe, run_dir: Path, model, tokenizer, bundle, resuming: bool,
     if stopper.requested:
         raise Interrupted(f"stopped at step {trainer.state.global_step}; checkpoint written to "
                           f"{run.last_checkpoint()}. Rerun the same command to resume.")
-    return trainer, result.metrics
+    kept = load_best(trainer) if recipe.eval.keep_best else None
+    task_eval = during.finish(run, kept)
+    return trainer, {**result.metrics, **({"task_eval": task_eval} if task_eval else {})}
 
 
 def make_trainer(recipe: Recipe, run_dir: Path, model, tokenizer, bundle, checkpointing: bool, callbacks=(),
@@ -260,6 +265,10 @@ def plot_loss(run: RunDir) -> None:
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
     ax.legend()
+    task = during.summary(rows)  # eval.every_steps: task accuracy on a second axis
+    if task:
+        from finetune.eval.plots import draw_task_axis
+        draw_task_axis(ax, task["points"], task["metric"])
     ax.grid(alpha=0.3)
     fig.tight_layout()
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,14 @@ TRL runs the training loop; this subclass adds two things to it:
 
 The callbacks: `TrainLog` appends every log record to the run's train log; `StopOnSignal`
 turns the first Ctrl-C (SIGINT) or a SIGTERM into "checkpoint after this step, then stop"
-(a second Ctrl-C aborts at once).
+(a second Ctrl-C aborts at once); `TaskEval` (eval.every_steps) scores task accuracy on a
+validation subset (finetune/eval/during.py) every N steps and at the last, into the train log.
+
+Keeping the best checkpoint (eval.keep_best) goes through transformers' own fields: `TaskEval` sets
+`state.best_metric` / `best_global_step` before the step's save, so the trainer's `_save_checkpoint`
+records `best_model_checkpoint`, checkpoint rotation never deletes it, a resumed run reads all three
+from trainer_state.json, and `load_best` loads it with the trainer's `_load_best_model` at the end.
+(`load_best_model_at_end` itself is not set: it needs an eval_dataset and evaluation at every save.)
 """
 
 import math
@@ -24,7 +31,9 @@ from transformers import TrainerCallback
 from trl import SFTTrainer
 
 from finetune import speed
+from finetune.eval import during
 from finetune.faults import TrainingError
+from finetune.log import say
 from finetune.rundir import RunDir
 
 
@@ -70,10 +79,66 @@ class TrainLog(TrainerCallback):
         run.keep_train_log_until(resume_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs:
+        if logs:
+            self.write(state, logs)
+
+    def write(self, state, values: dict) -> None:
+        if state.is_world_process_zero:
+            self.run.append_train_log({"step": state.global_step, "epoch": round(state.epoch or 0, 4), **values,
+                                       "time": round(time.time(), 3)})  # wall clock: benchmarks time steps from it
+
+
+class TaskEval(TrainerCallback):
+    """eval.every_steps: score `probe` every N steps and at the last, log it beside the loss, print its time.
+
+    keep_best: a checkpoint is written at every scored step, and a better score becomes transformers'
+    `state.best_metric` / `best_global_step` before that save (see the module docstring).
+    """
+
+    def __init__(self, probe, tokenizer, every_steps: int, keep_best: bool, log: TrainLog):
+        self.probe, self.tokenizer, self.every, self.keep_best, self.log = probe, tokenizer, every_steps, keep_best, log
+
+    @classmethod
+    def for_recipe(cls, recipe, bundle, tokenizer, log: TrainLog) -> list:
+        """[the callback] for recipe.eval.every_steps (the probe is built now: a bad source fails before training);
+        [] when it is off."""
+        e = recipe.eval
+        if not e.every_steps:
+            return []
+        probe = during.build_probe(recipe, bundle, tokenizer)
+        say(f"[finetune] eval.every_steps {e.every_steps}: {probe.metric} on {probe.n} documents of {probe.label} "
+            f"every {e.every_steps} steps and at the last (a generation pass each; its time is printed)")
+        return [cls(probe, tokenizer, e.every_steps, e.keep_best, log)]
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        step = state.global_step
+        if step % self.every and step < state.max_steps:
             return
-        self.run.append_train_log({"step": state.global_step, "epoch": round(state.epoch or 0, 4), **logs,
-                                   "time": round(time.time(), 3)})  # wall clock: benchmarks time steps from it
+        started = time.time()
+        scores, records = self.probe.score(model, self.tokenizer)
+        seconds = time.time() - started
+        value = scores[self.probe.metric]
+        self.log.write(state, {during.VALUE: value, during.SCORES: scores, during.SECONDS: round(seconds, 3),
+                               "task_metric": self.probe.metric, "task_source": self.probe.label,
+                               "task_n": self.probe.n, "task_higher_is_better": self.probe.higher_is_better})
+        during.write_records(self.log.run, step, records)
+        new_best = self.keep_best and self.probe.better(value, state.best_metric)
+        say(f"[finetune] step {step}: {self.probe.metric} {value:.4g} on {self.probe.n} documents of "
+            f"{self.probe.label}, scored in {seconds:.1f} s{' (best so far, kept)' if new_best else ''}")
+        if self.keep_best:
+            control.should_save = True  # the scored weights become a checkpoint, so they can be kept
+            if new_best:
+                state.best_metric, state.best_global_step = value, step
+
+
+def load_best(trainer) -> int | None:
+    """eval.keep_best: load the best-scored checkpoint into trainer.model (the trainer's own loader); its step."""
+    best = trainer.state.best_model_checkpoint
+    if best is None:
+        return None
+    trainer._load_best_model()
+    say(f"[finetune] eval.keep_best: the run's output is {best} ({trainer.state.best_metric:.4g}), not the last step")
+    return trainer.state.best_global_step
 
 
 class StopOnSignal(TrainerCallback):

@@ -47,6 +47,7 @@ class DataBundle:
     specs: list[RegistryEntry]
     stats: dict = field(default_factory=dict)  # audit.token_stats of train + per-dataset rows, skips, cache hits
     answer_end: list[int] = field(default_factory=list)  # per train row: token index after the CoT answer, or -1
+    val_records: list[dict] = field(default_factory=list)  # per val row: its standard record + format, answer_format
 
 
 def _code_version() -> bytes:
@@ -95,8 +96,9 @@ def tokenize_records(records: list[dict], entry: RegistryEntry, template: Templa
     return out, hit, key
 
 
-def mix(parts: list[Dataset], weights: list[float], val_size: int, seed: int) -> tuple[Dataset, Dataset | None]:
-    """Hold out `val_size` unique rows, use each remaining row `weight` times, shuffle."""
+def mix(parts: list[Dataset], weights: list[float], val_size: int, seed: int) -> tuple[Dataset, Dataset | None, list]:
+    """Hold out `val_size` unique rows, use each remaining row `weight` times, shuffle; also (part, row) of each
+    validation row."""
     rng = random.Random(seed)
     offsets = [sum(len(p) for p in parts[:i]) for i in range(len(parts))]
     pool = [(i, j) for i, p in enumerate(parts) if weights[i] > 0 for j in range(len(p))]
@@ -115,7 +117,7 @@ def mix(parts: list[Dataset], weights: list[float], val_size: int, seed: int) ->
     rng.shuffle(train_idx)
     everything = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     val = everything.select([offsets[i] + j for i, j in pool[:val_size]]) if val_size else None
-    return everything.select(train_idx), val
+    return everything.select(train_idx), val, pool[:val_size]
 
 
 def build_datasets(cfg: DataConfig, tokenizer, seed: int = 0) -> DataBundle:
@@ -124,15 +126,18 @@ def build_datasets(cfg: DataConfig, tokenizer, seed: int = 0) -> DataBundle:
         raise DataError("data.datasets: empty; list at least one dataset (see `finetune ls datasets`)")
     template = load_template(cfg.template)
     entries = [resolve_spec(s, i) for i, s in enumerate(cfg.datasets)]
-    parts, per_dataset, keys = [], [], []
+    parts, per_dataset, keys, all_records = [], [], [], []
     for entry in entries:
         records, skipped, source = load_records(entry, cfg, seed)
+        all_records.append(records)
         ds, hit, key = tokenize_records(records, entry, template, tokenizer, cfg)
         parts.append(ds)
         keys.append(key)
         per_dataset.append({"name": entry.name, "read": source, "rows": len(records), "skipped_rows": len(skipped),
                             "skipped_first": skipped[:3], "cache_hit": hit})
-    train, val = mix(parts, [e.weight for e in entries], cfg.val_size, seed)
+    train, val, val_rows = mix(parts, [e.weight for e in entries], cfg.val_size, seed)
+    val_records = [{**all_records[i][j], "format": entries[i].format, "answer_format": entries[i].answer_format}
+                   for i, j in val_rows]  # eval.every_steps scores them (finetune/eval/during.py)
     answer_end = list(train["answer_end"])
     stats = token_stats(rows_of(train), cfg.max_length, end_token_ids(template, tokenizer))
     stats.update(datasets=per_dataset, skipped_rows=sum(d["skipped_rows"] for d in per_dataset),
@@ -141,4 +146,5 @@ def build_datasets(cfg: DataConfig, tokenizer, seed: int = 0) -> DataBundle:
                                              template.source, cfg.max_length]).encode()).hexdigest()[:16]
     cols = ["input_ids", "labels"]
     return DataBundle(train=train.select_columns(cols), val=val.select_columns(cols) if val else None,
-                      template=template, fingerprint=fingerprint, specs=entries, stats=stats, answer_end=answer_end)
+                      template=template, fingerprint=fingerprint, specs=entries, stats=stats, answer_end=answer_end,
+                      val_records=val_records)

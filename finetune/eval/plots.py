@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from finetune.eval.scoring import BUCKETS
 
 COLORS = {"a": "#8c8c8c", "b": "#2a6fdb"}
+TASK_COLOR = "#3a9d5d"  # the task score during training, beside the loss
 BUCKET_COLORS = {"correct": "#3a9d5d", "truncated_think": "#f0d060", "truncated": "#e3a21a", "no_answer": "#c44e52",
                  "wrong": "#7d5ba6"}
 
@@ -95,6 +96,34 @@ def loss_curve(points: list[tuple[float, float]]) -> str | None:
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def draw_task_axis(ax, points: list[tuple[int, float]], metric: str) -> None:
+    """eval.every_steps' curve on a second y axis of the loss plot `ax` (train.py's plot_loss and the report's)."""
+    if not points:
+        return
+    twin = ax.twinx()
+    twin.plot([p[0] for p in points], [p[1] for p in points], "s-", color=TASK_COLOR, lw=1.2, ms=4)
+    twin.set_ylabel(f"task {metric}", color=TASK_COLOR)
+    twin.tick_params(axis="y", colors=TASK_COLOR)
+    if all(0 <= v <= 1 for _, v in points):
+        twin.set_ylim(-0.02, 1.02)
+
+
+def loss_and_task_curve(loss_points: list, task_points: list, metric: str) -> str | None:
+    """Training loss and the task score during training (eval.every_steps) on one step axis."""
+    if not loss_points and not task_points:
+        return None
+    fig = Figure(figsize=(6, 3))
+    ax = fig.add_subplot(1, 1, 1)
+    if loss_points:
+        ax.plot([p[0] for p in loss_points], [p[1] for p in loss_points], color=COLORS["b"], lw=1.5)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss", color=COLORS["b"])
+    ax.grid(alpha=0.3)
+    draw_task_axis(ax, task_points, metric)
     fig.tight_layout()
     return _png(fig)
 

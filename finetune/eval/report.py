@@ -13,6 +13,7 @@ import json
 import os
 from pathlib import Path
 
+from finetune.eval.during import report_section as during_training
 from finetune.eval.harness import write_json
 from finetune.eval.plots import failure_buckets, loss_curve, read_loss, score_bars
 from finetune.eval.scoring import BUCKETS
@@ -275,9 +276,11 @@ def write_report(out_dir: Path, comparison: dict, *, run_dir: Path | None = None
     md = render_markdown(comparison, meta, loss_points)
     if rows:
         md += "\n## Evaluations\n\n" + "\n".join(md_table(EVAL_COLUMNS, rows)) + "\n"
+    md += during_training(run_dir, "md")  # eval.every_steps: the curve and the step kept
     paths["markdown"].write_text(md, encoding="utf-8")
     page = render_html(comparison, meta, loss_points)
     if rows:
         page = page.replace("</body>", "<h2>Evaluations</h2>" + html_table(EVAL_COLUMNS, rows) + "</body>")
+    page = page.replace("</body>", during_training(run_dir, "html") + "</body>")
     paths["html"].write_text(page, encoding="utf-8")
     return paths
