@@ -56,7 +56,8 @@ def build_card(recipe, run_dir: Path, command: str) -> dict:
     results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.is_file() else {}
     return {
         "recipe": recipe.source_path, "name": Path(recipe.source_path).stem, "command": command,
-        "model": recipe.model.name, "method": recipe.to_dict()["method"],
+        "model": recipe.model.name, "precision": manifest.get("precision") or {"requested": recipe.model.dtype},
+        "method": recipe.to_dict()["method"],
         "data": [{k: v for k, v in d.items() if v not in (None, {}, [], False)} for d in recipe.to_dict()["data"]["datasets"]],
         "train": {"steps": recipe.train.max_steps, "batch_size": recipe.train.batch_size,
                   "grad_accum": recipe.train.grad_accum, "lr": recipe.train.lr,

@@ -50,7 +50,7 @@ def test_a_run_writes_its_card_and_the_table_reads_it(write_recipe, tmp_path, ca
 
 def _needs(path) -> bool:
     text = path.read_text()
-    return any(name in text for name in ("gsm8k", "self_instruct", "ifeval", "arc_easy"))
+    return any(name in text for name in ("gsm8k", "self_instruct", "ifeval", "arc_easy", "flan_cot", "bbh"))
 
 
 @pytest.mark.slow
