@@ -50,7 +50,7 @@ def test_shared_prefix_is_run_once_and_finished_rows_leave_the_batch(model, tok,
         return forward(*args, **kwargs)
 
     monkeypatch.setattr(model, "forward", spy)
-    out = generate_batch(model, tok, prompts, max_new_tokens=30, until=["Q:", "?"])
+    out = generate_batch(model, tok, prompts, max_new_tokens=30, until=["Q:", "?"], decoder="batched")
     shared = decode.common_prefix(prompts)
     assert shared >= len(tok(PREFIX)["input_ids"]) - 1
     assert shapes[0] == (1, shared)                       # the prefix, once
@@ -83,3 +83,87 @@ def test_generation_config_with_logit_processing_falls_back_to_generate(model, t
     finally:
         model.generation_config.repetition_penalty = 1.0
     assert decode.plain_greedy(model)
+
+
+# continuous batching (finetune/eval/continuous.py): slots refilled as rows stop
+MORE = QUESTIONS + ["Q: 6*7? A:", "Q: 1000-1? A:", "Q: 13+29+4? A:", "what is", "Q: 8/2? A:"]
+
+
+def _many(tok):
+    return [tok((PREFIX if i % 3 else "") + q)["input_ids"] for i, q in enumerate(MORE)]
+
+
+def _frequent_token(model, tok, prompts):
+    """A token the model emits early in some rows: as EOS it makes rows stop at different steps."""
+    out = generate_batch(model, tok, prompts, max_new_tokens=6, until=[], decoder="batched")
+    first = [tok(g[0].text, add_special_tokens=False)["input_ids"][2] for g in out if g[0].text]
+    return max(set(first), key=first.count)
+
+
+@pytest.mark.parametrize("until", [[], ["Q:"], ["?", "\n"]])
+@pytest.mark.parametrize("slots", [1, 3, 5])
+def test_continuous_equals_model_generate_one_prompt_at_a_time(model, tok, until, slots):
+    prompts = _many(tok)
+    fast = generate_batch(model, tok, prompts, max_new_tokens=20, until=until, slots=slots)
+    slow = generate_batch(model, tok, prompts, max_new_tokens=20, until=until, slots=1, decoder="generate")
+    assert [g[0] for g in fast] == [g[0] for g in slow]
+    assert len({g[0].text for g in fast}) > 4
+
+
+def test_continuous_with_eos_refills_slots_and_reports_each_document_as_it_ends(model, tok, monkeypatch):
+    prompts = _many(tok)
+    monkeypatch.setattr(model.generation_config, "eos_token_id", _frequent_token(model, tok, prompts))
+    slow = generate_batch(model, tok, prompts, max_new_tokens=24, until=["?"], slots=1, decoder="generate")
+    assert len({g[0].n_tokens for g in slow}) > 3 and any(not g[0].truncated for g in slow)  # varied stops
+    rows, order, forward = [], [], model.forward
+
+    def spy(*args, **kwargs):
+        rows.append(kwargs["input_ids"].shape)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", spy)
+    fast = generate_batch(model, tok, prompts, max_new_tokens=24, until=["?"], slots=4,
+                          on_done=lambda i, gens: order.append(i))
+    assert [g[0] for g in fast] == [g[0] for g in slow]
+    assert sorted(order) == list(range(len(prompts)))          # each document reported once
+    steps = [r[0] for r in rows if r[1] == 1]
+    assert max(steps) == 4 and steps.count(4) > 24              # 4 slots kept busy across refills
+    assert sum(r[0] == 1 and r[1] > 1 for r in rows) >= len(prompts)  # one prefill per document
+
+
+def test_continuous_shares_the_prefix_of_all_prompts_once(model, tok, monkeypatch):
+    prompts = [tok(PREFIX + q)["input_ids"] for q in MORE]
+    rows, forward = [], model.forward
+
+    def spy(*args, **kwargs):
+        rows.append(tuple(kwargs["input_ids"].shape))
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", spy)
+    fast = generate_batch(model, tok, prompts, max_new_tokens=12, until=[], slots=3)
+    shared = decode.common_prefix(prompts)
+    assert rows[0] == (1, shared) and all(r[1] < max(len(p) for p in prompts) - shared + 1 for r in rows[1:])
+    monkeypatch.setattr(model, "forward", forward)
+    slow = generate_batch(model, tok, prompts, max_new_tokens=12, until=[], slots=1, decoder="generate")
+    assert [g[0] for g in fast] == [g[0] for g in slow]
+
+
+def test_continuous_falls_back_to_the_batch_decoder_with_one_notice(tok, monkeypatch, caplog):
+    from finetune.speed import perf
+
+    eager = sharp_model(seed=1)
+    eager.config._attn_implementation = "eager"
+    monkeypatch.setattr(perf, "_NOTICED", set())
+    prompts = _many(tok)
+    with caplog.at_level("INFO", logger="finetune"):
+        out = generate_batch(eager, tok, prompts, max_new_tokens=10, until=[], slots=4)
+        generate_batch(eager, tok, prompts[:2], max_new_tokens=4, until=[], slots=4)
+    notices = [r.message for r in caplog.records if "continuous batching" in r.message]
+    assert len(notices) == 1 and "'eager'" in notices[0]
+    assert [g[0] for g in out] == [g[0] for g in generate_batch(eager, tok, prompts, max_new_tokens=10, until=[],
+                                                                slots=4, decoder="batched")]
+
+
+def test_unknown_decoder_is_refused(model, tok):
+    with pytest.raises(ValueError, match="unknown decoder 'fast'"):
+        generate_batch(model, tok, _many(tok)[:1], max_new_tokens=2, until=[], decoder="fast")

@@ -204,11 +204,15 @@ def test_an_interrupted_eval_keeps_finished_batches(tmp_path, model, tok, monkey
     task = load_task(str(arith_task(tmp_path)))
     real, calls = runners.generate_batch, []
 
-    def dies_on_second_batch(*a, **kw):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*a, **kw)
+    def dies_on_second_batch(*a, **kw):  # greedy runs one queue: die as the third record finishes
+        write = kw["on_done"]
+
+        def on_done(i, gens):
+            calls.append(1)
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+            write(i, gens)
+        return real(*a, **{**kw, "on_done": on_done})
 
     monkeypatch.setattr(runners, "generate_batch", dies_on_second_batch)
     with pytest.raises(KeyboardInterrupt):

@@ -1,8 +1,13 @@
 """Batched generation: left padding, length-sorted batches, stop sequences, KV cache.
 
-Greedy decoding goes through `decode.greedy_shared_prefix` (shared few-shot prefix run
-once, finished rows retired); sampling, and models whose generation config processes
-logits, through `model.generate` as below.
+Greedy decoding, by `decoder`:
+  continuous  `continuous.greedy_continuous`: `slots` rows decode together and a row that
+              stops takes the next prompt at once (the default; where the model cannot,
+              `continuous.supports` says why, one notice, and the batch decoder runs);
+  batched     `decode.greedy_shared_prefix` per length-sorted batch of `slots` (shared
+              few-shot prefix run once, finished rows retired);
+  generate    `model.generate` per batch, as below.
+Sampling, and models whose generation config processes logits, go through `model.generate`.
 
 Prompts are token ids from `encode_prompt` (the training tokenizer call). A batch is
 left-padded so every row's next token sits in the last column, and decoded with
@@ -16,7 +21,11 @@ from dataclasses import dataclass
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from finetune.eval.continuous import greedy_continuous, supports
 from finetune.eval.decode import greedy_shared_prefix, plain_greedy
+from finetune.speed.perf import fallback
+
+DECODERS = ("continuous", "batched", "generate")
 
 
 @dataclass
@@ -70,27 +79,62 @@ def _finish(tokenizer, new_ids: list[int], eos: list[int], stops: list[str], pad
 @torch.inference_mode()
 def generate_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int, until: list[str],
                    temperature: float = 0.0, top_p: float = 1.0, num_return_sequences: int = 1,
-                   seed: int = 0) -> list[list[Generation]]:
-    """For each prompt, `num_return_sequences` generations (greedy when temperature == 0)."""
+                   seed: int = 0, slots: int | None = None, on_done=None,
+                   decoder: str = "continuous") -> list[list[Generation]]:
+    """For each prompt, `num_return_sequences` generations (greedy when temperature == 0).
+
+    `slots`: rows decoded together (None: all prompts in one batch). `on_done(i, gens)` is
+    called as prompt i finishes (greedy) or its batch does (sampling)."""
+    if decoder not in DECODERS:
+        raise ValueError(f"unknown decoder {decoder!r}; known: {', '.join(DECODERS)}")
     eos = eos_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
-    sampling = temperature > 0
-    if not sampling and num_return_sequences == 1 and plain_greedy(model):
-        new = greedy_shared_prefix(model, tokenizer, prompts, max_new_tokens=max_new_tokens, eos=eos, until=until,
-                                   pad=pad)
-        return [[_finish(tokenizer, row, eos, until, pad)] for row in new]
+    results: list = [None] * len(prompts)
+
+    def done(i: int, gens: list[Generation]) -> None:
+        results[i] = gens
+        if on_done is not None:
+            on_done(i, gens)
+
+    greedy = temperature <= 0 and num_return_sequences == 1 and plain_greedy(model)
+    why = supports(model) if greedy and decoder == "continuous" else "not asked"
+    if why is None:
+        greedy_continuous(model, tokenizer, prompts, slots=slots or len(prompts), max_new_tokens=max_new_tokens,
+                          eos=eos, until=until, on_done=lambda i, ids: done(i, [_finish(tokenizer, ids, eos, until,
+                                                                                         pad)]))
+        return results
+    if greedy and decoder == "continuous":
+        fallback("continuous batching (eval)", "transformers", f"SDPA full attention; this model has {why}")
+    index = list(range(len(prompts)))
+    batches = length_sorted_batches(index, [len(p) for p in prompts], slots) if slots else [index]
+    for batch in batches:
+        rows = [prompts[i] for i in batch]
+        if greedy and decoder != "generate":
+            new = greedy_shared_prefix(model, tokenizer, rows, max_new_tokens=max_new_tokens, eos=eos, until=until,
+                                       pad=pad)
+            outs = [[_finish(tokenizer, row, eos, until, pad)] for row in new]
+        else:
+            outs = _generate(model, tokenizer, rows, max_new_tokens, until, eos, pad, temperature, top_p,
+                             num_return_sequences, seed)
+        for i, gens in zip(batch, outs):
+            done(i, gens)
+    return results
+
+
+def _generate(model, tokenizer, prompts, max_new_tokens, until, eos, pad, temperature, top_p, k, seed):
+    """`model.generate` on one left-padded batch: k generations per prompt."""
     device = next(model.parameters()).device
     input_ids, mask = (t.to(device) for t in left_pad(prompts, pad))
     width = input_ids.shape[1]
+    sampling = temperature > 0
     kwargs = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if sampling else dict(do_sample=False)
     stopping = StoppingCriteriaList([StopOnStrings(tokenizer, until, width)]) if until else None
     if sampling:
         torch.manual_seed(seed)
     out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                         num_return_sequences=num_return_sequences, eos_token_id=eos, pad_token_id=pad,
+                         num_return_sequences=k, eos_token_id=eos, pad_token_id=pad,
                          use_cache=True, stopping_criteria=stopping, **kwargs)
     new = out[:, width:].tolist()
-    k = num_return_sequences
     return [[_finish(tokenizer, new[i * k + j], eos, until, pad) for j in range(k)] for i in range(len(prompts))]
 
 

@@ -17,6 +17,7 @@ from finetune.eval.records import RecordStore, config_hash
 from finetune.eval.scoring import aggregate, failure_counts
 from finetune.eval.tasks import Task
 from finetune.prompts import load_template
+from finetune.log import progress
 from finetune.provenance import versions
 
 SCORES_FILE = "scores.json"
@@ -61,11 +62,13 @@ def _task_summary(task: Task, template, records: list[dict], new: int, seconds: 
 
 
 def evaluate(model, tokenizer, tasks: list[Task], out_dir: Path, *, template_name: str | None = None,
-             batch_size: int = 16, limit: int | None = None, seed: int = 0, label: str = "") -> dict:
+             batch_size: int = 16, limit: int | None = None, seed: int = 0, label: str = "",
+             decoder: str = "continuous") -> dict:
     """Score `model` on `tasks`; returns {task: {metric: value}} and writes records + scores.json to out_dir.
 
     `template_name` replaces every task's `prompt_template` (evaluate with the template a run
     trained with). `limit` caps documents per task (default: each task's dataset.limit).
+    `decoder` is how greedy generation runs (generate.DECODERS; continuous batching by default).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -73,6 +76,7 @@ def evaluate(model, tokenizer, tasks: list[Task], out_dir: Path, *, template_nam
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {"tasks": {}}
     summary.update(label=label, model=model_info(model), seed=seed, batch_size=batch_size, limit=limit,
                    template_override=template_name, versions=versions())
+    from finetune.eval.meter import describe  # torch, like the runners
     from finetune.eval.runners import RUNNERS  # torch and transformers: not for readers (report, rescore)
 
     was_training = model.training
@@ -83,15 +87,18 @@ def evaluate(model, tokenizer, tasks: list[Task], out_dir: Path, *, template_nam
             template = load_template(template_name or task.prompt_template)
             docs = task.docs(limit)
             cfg = config_hash(task.spec, template.source, template.exemplars, seed)
-            t0 = time.time()
+            t0, decode = time.time(), None
             with RecordStore(out_dir / f"{task.name}.jsonl", cfg) as store:
                 todo = [(i, d) for i, d in docs if i not in store.done]
                 if todo:
-                    RUNNERS[task.output_type](model, tokenizer, task, template, todo, store.write,
-                                              batch_size=batch_size, seed=seed)
+                    decode = RUNNERS[task.output_type](model, tokenizer, task, template, todo, store.write,
+                                                       batch_size=batch_size, seed=seed, decoder=decoder)
                 records = [store.records[i] for i, _ in docs]
             summary["tasks"][task.name] = _task_summary(task, template, records, len(todo), time.time() - t0, cfg,
                                                         limit, summary["tasks"].get(task.name) or {})
+            if decode:  # generated tokens/s and decode MFU (eval/meter.py)
+                summary["tasks"][task.name]["timing"]["decode"] = decode
+                progress(describe(task.name, decode))
             scores[task.name] = summary["tasks"][task.name]["scores"]
             write_json(summary_path, summary)
     finally:

@@ -11,6 +11,7 @@ import time
 from finetune.log import progress
 from finetune.data.tokenize import encode_prompt
 from finetune.eval.generate import generate_batch, length_sorted_batches
+from finetune.eval.meter import DecodeMeter
 from finetune.eval.loglik import max_length, score_requests, split_long
 from finetune.eval.scoring import score_choices, score_generation
 from finetune.eval.taskfile import TaskError
@@ -29,7 +30,8 @@ class Progress:
         progress(f"[eval] {self.name}: {self.done}/{self.total} ({rate:.3g} ex/s)")
 
 
-def run_generation(model, tokenizer, task, template, todo, write, *, batch_size: int, seed: int):
+def run_generation(model, tokenizer, task, template, todo, write, *, batch_size: int, seed: int,
+                   decoder: str = "continuous"):
     gen, k = task.generation, task.repeats
     budget = max_length(model, tokenizer) - gen["max_new_tokens"]
     if budget < 1:
@@ -41,22 +43,33 @@ def run_generation(model, tokenizer, task, template, todo, write, *, batch_size:
         ids = encode_prompt(tokenizer, prompt)
         items.append((doc_id, doc, prompt, ids[-budget:], len(ids) > budget))
     progress = Progress(task.name, len(items))
-    for batch in length_sorted_batches(items, [len(it[3]) for it in items], max(1, batch_size // k)):
-        outs = generate_batch(model, tokenizer, [it[3] for it in batch], max_new_tokens=gen["max_new_tokens"],
-                              until=list(gen["until"]), temperature=float(gen["temperature"]),
-                              top_p=float(gen["top_p"]), num_return_sequences=k,
-                              seed=seed * 1_000_003 + batch[0][0])
-        for (doc_id, doc, prompt, ids, cut), gens in zip(batch, outs):
+    meter = DecodeMeter(model)
+
+    def finished(batch):
+        def on_done(i, gens):
+            doc_id, doc, prompt, ids, cut = batch[i]
             target = task.target(doc)
             rec = {"doc_id": doc_id, "prompt": prompt, "target": target, "output": gens[0].text,
-                   **score_generation(task, [g.text for g in gens], [g.truncated for g in gens], target),
+                   **score_generation(task, [g.text for g in gens], [g.truncated for g in gens], target, prompt),
                    "prompt_tokens": len(ids), "output_tokens": [g.n_tokens for g in gens]}
             if k > 1:
                 rec["outputs"] = [g.text for g in gens]
             if cut:
                 rec["prompt_truncated"] = True  # left-truncated to fit the window with max_new_tokens
             write(rec)
-        progress.step(len(batch))
+            meter.add(sum(g.n_tokens for g in gens))
+            progress.step(1)
+        return on_done
+
+    kw = dict(max_new_tokens=gen["max_new_tokens"], until=list(gen["until"]), decoder=decoder)
+    if k == 1 and float(gen["temperature"]) <= 0:  # greedy: one queue, each record written as it finishes
+        generate_batch(model, tokenizer, [it[3] for it in items], slots=batch_size, on_done=finished(items), **kw)
+    else:  # sampling: one seeded batch at a time, so a batch's samples do not depend on the others
+        for batch in length_sorted_batches(items, [len(it[3]) for it in items], max(1, batch_size // k)):
+            generate_batch(model, tokenizer, [it[3] for it in batch], temperature=float(gen["temperature"]),
+                           top_p=float(gen["top_p"]), num_return_sequences=k, seed=seed * 1_000_003 + batch[0][0],
+                           on_done=finished(batch), **kw)
+    return meter.summary()
 
 
 def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -69,7 +82,7 @@ def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], 
     return ctx, whole[len(ctx):]
 
 
-def run_multiple_choice(model, tokenizer, task, template, todo, write, *, batch_size: int, seed: int):
+def run_multiple_choice(model, tokenizer, task, template, todo, write, *, batch_size: int, seed: int, **_):
     progress = Progress(task.name, len(todo))
     for s in range(0, len(todo), DOCS_PER_CHUNK):
         chunk, requests, spans = todo[s:s + DOCS_PER_CHUNK], [], []
@@ -102,7 +115,7 @@ def _rolling_pair(task, template, tokenizer, doc_id, doc) -> tuple[str, list[int
     return "", [first], ids
 
 
-def run_rolling(model, tokenizer, task, template, todo, write, *, batch_size: int, seed: int):
+def run_rolling(model, tokenizer, task, template, todo, write, *, batch_size: int, seed: int, **_):
     max_len = max_length(model, tokenizer)
     progress = Progress(task.name, len(todo))
     for s in range(0, len(todo), DOCS_PER_CHUNK):
