@@ -140,8 +140,11 @@ def extract_last_number(text: str) -> str | None:
     return normalize_number(last.group()) if last else None
 
 
-def split_think(text: str) -> tuple[str, str | None, str | None]:
+def split_think(text: str, opened: bool = False) -> tuple[str, str | None, str | None]:
     """(state, reasoning, answer text) of a text that may hold a `<think>` block; linear, never raises.
+
+    opened: the prompt already opened the block (DeepSeek-R1 templates end it with `<think>\\n`), so a
+    text with no tag at all is still inside the reasoning.
 
     none:   no tag at all                      -> (none, None, text)
     closed: a `</think>` with no `<think>` after it -> (closed, text from the first `<think>`
@@ -151,19 +154,24 @@ def split_think(text: str) -> tuple[str, str | None, str | None]:
     Nested or repeated blocks count as one reasoning span: the answer is what follows the last `</think>`.
     """
     text = str(text)
-    close, opened = text.rfind(THINK_CLOSE), text.rfind(THINK_OPEN)
-    if opened > close:
-        return "open", text[opened + len(THINK_OPEN):], None
+    close, last_open = text.rfind(THINK_CLOSE), text.rfind(THINK_OPEN)
+    if last_open > close:
+        return "open", text[last_open + len(THINK_OPEN):], None
     if close < 0:
-        return "none", None, text
+        return ("open", text, None) if opened else ("none", None, text)
     first = text.find(THINK_OPEN)
     start = first + len(THINK_OPEN) if 0 <= first < close else 0
     return "closed", text[start:close], text[close + len(THINK_CLOSE):].strip()
 
 
-def after_think(text: str) -> str | None:
+def after_think(text: str, opened: bool = False) -> str | None:
     """The answer part of a model output: after the last `</think>`; None while the reasoning is still open."""
-    return split_think(text)[2]
+    return split_think(text, opened)[2]
+
+
+def opens_think(prompt: str) -> bool:
+    """Whether a rendered prompt ends inside a think block, so generation starts in the reasoning."""
+    return split_think(prompt)[0] == "open"
 
 
 def extract_answer(text: str, answer_format: str = "#### {answer}", mode: str = "strict",

@@ -2,6 +2,7 @@
 that shapes them, and recomputed when the key changes (here: the task file)."""
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -32,6 +33,11 @@ def runs(tmp_path, monkeypatch):
     return base_dir, _run(tmp_path, "x", base_dir, 0), _run(tmp_path, "y", base_dir, 0)
 
 
+def _scored(err: str) -> int:
+    """How many models generated on mini_arith (one throughput line per scored model)."""
+    return len(re.findall(r"\[eval\] mini_arith: \d+ tokens generated", err))
+
+
 def _eval(run, task, *extra):
     assert main(["eval", str(run), "--tasks", str(task), "--limit", "3", "--batch-size", "3", "--with-base",
                  *extra]) == 0
@@ -42,13 +48,13 @@ def test_second_run_reuses_the_base_and_a_changed_task_file_recomputes(runs, tmp
     task = arith_task(tmp_path)
     _eval(x, task)
     first, err = capsys.readouterr()
-    assert err.count("[eval] mini_arith") == 2  # finetuned and base
+    assert _scored(err) == 2  # finetuned and base
     assert "base: mini_arith: computed" in first and "(cached for later runs)" in first
     key = first.split("key ")[1].split()[0]
     _eval(y, task)
     out, err = capsys.readouterr()
     assert f"base: mini_arith: cached from {x}, key {key}" in out
-    assert err.count("[eval] mini_arith") == 1  # only the finetuned model was scored
+    assert _scored(err) == 1  # only the finetuned model was scored
     assert (x / "eval/base/mini_arith.jsonl").read_text() == (y / "eval/base/mini_arith.jsonl").read_text()
     results = json.loads((y / "eval/results.json").read_text())
     assert results["evaluations"]["mini_arith"]["base"] == f"cached from {x}, key {key}"

@@ -240,3 +240,22 @@ def test_tiny_model_trains_under_bf16_autocast_with_every_speed_path(write_recip
     assert autocast_seen and not any(autocast_seen), "the autocast wrapper is gone after training"
     for a, b in zip(_curve(run_dir), _curve(fp32_dir)):
         assert abs(a - b) <= 0.01 * b, (a, b)
+
+
+def test_finetune_eval_auto_loads_in_the_chosen_dtype(monkeypatch, tiny_dir, tmp_path, capsys):
+    from finetune.cli import main
+    from finetune.eval import commands
+
+    loaded, real = [], commands.load_for_eval
+    monkeypatch.setattr(commands, "load_for_eval", lambda path, dtype: loaded.append(dtype) or real(path, dtype=dtype))
+    monkeypatch.setenv(precision.PIN_ENV, "bfloat16")
+    assert main(["eval", tiny_dir, "--tasks", "arith_cot", "--limit", "2", "--batch-size", "2",
+                 "--out", str(tmp_path / "bf16")]) == 0
+    assert "evaluating in bfloat16" in capsys.readouterr().out
+    monkeypatch.setenv(precision.PIN_ENV, "float32")
+    assert main(["eval", tiny_dir, "--tasks", "arith_cot", "--limit", "2", "--out", str(tmp_path / "fp32")]) == 0
+    assert main(["eval", tiny_dir, "--tasks", "arith_cot", "--limit", "2", "--dtype", "bfloat16",
+                 "--out", str(tmp_path / "explicit")]) == 0
+    assert loaded == ["bfloat16", "float32", "bfloat16"]
+    for name in ("bf16", "fp32"):
+        assert (tmp_path / name / "arith_cot.jsonl").read_text().count("\n") == 2

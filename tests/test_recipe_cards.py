@@ -30,6 +30,7 @@ def test_every_carded_recipe_has_a_card_and_a_header_line():
 
 def test_a_run_writes_its_card_and_the_table_reads_it(write_recipe, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("FINETUNE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("FINETUNE_DATA_DIR", raising=False)  # the command would name it (tested in the cut-down runs)
     card_path = tmp_path / "cards" / "{name}.json"
     text = TINY_RECIPE.replace("output: {dir: \"{out}\"}",
                                f"output: {{dir: \"{{out}}\", card: \"{card_path}\"}}\n"

@@ -23,10 +23,14 @@ ZERO_OK = {  # 0 means something here
     "method.dropout": "no dropout", "method.layers": "freeze: only extra_modules",
     "data.val_size": "no validation split", "train.epochs": "with max_steps set",
     "train.warmup_ratio": "no warmup", "train.weight_decay": "none", "train.max_grad_norm": "no clipping",
-    "train.seed": "a seed",
+    "train.seed": "a seed", "eval.every_steps": "no accuracy during training", "star.rounds": "no STaR: a plain run",
 }
 NEGATIVE_OK = {"method.layers": "-N: the first N blocks", "train.max_steps": "-1: use epochs"}
 BASE = {"data": {"datasets": [{"name": "arith_cot"}]}}
+NEEDS = {  # a key that is only valid with another one set: that one too, so the key's own bounds are what is tested
+    "eval.every_steps": ("data.val_size", 8), "eval.every_limit": ("data.val_size", 8),
+    "star.rounds": ("eval.tasks", ["arith_cot"]),
+}
 
 
 def _numeric_keys(cls, prefix="") -> list[tuple[str, type]]:
@@ -55,12 +59,18 @@ def test_the_table_sees_every_numeric_key():
     assert set(ZERO_OK) | set(NEGATIVE_OK) <= names
 
 
-def _recipe(tmp_path: Path, key: str, value) -> Path:
-    doc = yaml.safe_load(yaml.safe_dump(BASE))
+def _set(doc: dict, key: str, value):
     node, parts = doc, key.replace("[0]", ".0").split(".")
     for part in parts[:-1]:
         node = node[int(part)] if part.isdigit() else node.setdefault(part, {})
     node[parts[-1]] = value
+
+
+def _recipe(tmp_path: Path, key: str, value) -> Path:
+    doc = yaml.safe_load(yaml.safe_dump(BASE))
+    if key in NEEDS:
+        _set(doc, *NEEDS[key])
+    _set(doc, key, value)
     doc.setdefault("output", {})["dir"] = str(tmp_path / "run")
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(doc))

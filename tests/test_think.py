@@ -110,6 +110,22 @@ def test_bucket_of_a_think_output(responses, truncated, expected):
     assert failure_counts(task, [rec])["strict"][expected] == 1
 
 
+R1_PROMPT = "<｜User｜>Q<｜Assistant｜><think>\n"  # DeepSeek-R1 templates open the block in the prompt
+
+
+@pytest.mark.parametrize("response, truncated, expected, answer", [
+    ("2 + 3 = 5 and then", True, "truncated_think", None),     # no tag: still inside the prompt's block
+    ("2 + 3 = 5\n</think>\n\nSo the total", True, "truncated", None),
+    ("2 + 3 = 5\n</think>\n\n#### 5", False, "correct", "5"),
+    ("#### 5", False, "no_answer", None),                        # the block never closed: no answer
+])
+def test_a_prompt_that_opens_the_block(response, truncated, expected, answer):
+    rec = score_generation(load_task("arith_think"), [response], [truncated], "5", prompt=R1_PROMPT)
+    assert rec["by_filter"]["strict"]["bucket"] == expected and rec["by_filter"]["strict"]["extracted"] == answer
+    plain = score_generation(load_task("arith_think"), [response], [truncated], "5", prompt="<｜User｜>Q")
+    assert plain["by_filter"]["strict"]["bucket"] != "truncated_think", "a prompt without the block: text alone"
+
+
 def test_buckets_list_truncated_think_apart_from_truncated():
     assert BUCKETS == ("correct", "truncated_think", "truncated", "no_answer", "wrong")
     assert bucket(False, True, None, in_think=True) == "truncated_think"

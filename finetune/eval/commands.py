@@ -16,6 +16,8 @@ from finetune.eval.harness import SCORES_FILE, evaluate
 from finetune.eval.pipeline import run_side_names, single_side
 from finetune.eval.report import format_table, write_report
 from finetune.eval.tasks import TaskError, available_tasks, load_task
+from finetune.log import say
+from finetune.precision import eval_dtype, resolve
 from finetune.rundir import RunDir, is_run_dir, load_for_eval
 
 
@@ -35,7 +37,9 @@ def add_eval_args(parser):
     parser.add_argument("--label", default="", help="name of this model in reports")
     parser.add_argument("--with-base", action="store_true",
                         help="run directories: also evaluate the base model and write the comparison report")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                        help="auto (default): bf16 where this device decodes bf16 faster (a CPU with AMX/AVX512-BF16, "
+                             "measured; CUDA with bf16), else float32")
     parser.add_argument("--no-base-cache", action="store_true",
                         help="score the base model even when the base cache holds records under the same key")
 
@@ -85,7 +89,10 @@ def cmd_eval(args) -> int:
     if run and args.template:
         _warn_if_template_differs(Path(args.model), args.template)
     out = Path(args.out) if args.out else _default_out(args.model, run, args.with_base)
-    model, tokenizer = load_for_eval(args.model, dtype=args.dtype)
+    dtype = eval_dtype(args.dtype)
+    if args.dtype == "auto":
+        say(f"[finetune] evaluating in {dtype} ({resolve('auto').reason})")
+    model, tokenizer = load_for_eval(args.model, dtype=dtype)
     if args.with_base:
         if not run:
             raise TaskError(f"--with-base needs a run directory (it reads the base model from manifest.json); "
@@ -94,7 +101,7 @@ def cmd_eval(args) -> int:
 
         comparison = eval_run_with_base(Path(args.model), names, model=(model, tokenizer), out=out, template=template,
                                         limit=args.limit, seed=args.seed, batch_size=args.batch_size,
-                                        dtype=args.dtype, data_path=args.data_path, cache=not args.no_base_cache)
+                                        dtype=dtype, data_path=args.data_path, cache=not args.no_base_cache)
         print(format_table(comparison))
         print(f"\nwrote: report {out / 'report.html'} (also report.md, results.json; every task evaluated on this "
               f"run so far)\n       records {out / 'finetuned'} and {out / 'base'}")

@@ -167,7 +167,7 @@ def _rescore_record(task: Task, rec: dict) -> dict:
         responses = rec.get("outputs") or [rec["output"]]
         # records keep whether every sample was truncated; that is all scoring reads of the per-sample flags
         truncated = [bool(rec.get("truncated"))] * len(responses)
-        return {**kept, **score_generation(task, responses, truncated, rec["target"])}
+        return {**kept, **score_generation(task, responses, truncated, rec["target"], rec.get("prompt", ""))}
     if task.output_type == "multiple_choice":
         res = score_choices(rec["logliks"], rec["choices"], rec["target"])
         return {**kept, "output": rec["choices"][res["pred"]], "extracted": str(res["pred"]), **res}

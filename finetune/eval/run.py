@@ -10,6 +10,7 @@ import dataclasses
 import time
 from pathlib import Path
 
+from finetune import precision
 from finetune.log import say
 from finetune.rundir import RunDir
 from finetune.model import load_base
@@ -33,23 +34,27 @@ def evaluate_run(recipe: Recipe, run_dir: Path, model, tokenizer, manifest: dict
     from finetune.eval.pipeline import eval_base_and_finetuned, side_names
     from finetune.eval.report import format_table
 
+    dtype = precision.eval_dtype(recipe.model.dtype)  # auto: bf16 where this device decodes bf16 faster
+
     def base_loader():
-        base, _ = load_base(recipe.model)
+        base, _ = load_base(dataclasses.replace(recipe.model, dtype=dtype))
         return base
 
     started = time.time()
     contaminated = _contamination(recipe, manifest)
-    comparison = eval_base_and_finetuned(
-        model, tokenizer, base_loader=base_loader, compare_base=recipe.eval.compare_base,
-        task_names=recipe.eval.tasks, out_dir=run_dir / "eval", template_name=recipe.data.template,
-        batch_size=recipe.eval.batch_size, limit=recipe.eval.limit, seed=recipe.train.seed,
-        guards={"guard_tasks": recipe.eval.guard_tasks, "delta": recipe.eval.guard_delta} if recipe.eval.guard_tasks
-        else None,
-        run_dir=run_dir, names=side_names(run_dir, recipe.model.name, dataclasses.asdict(recipe.method)),
-        meta={"command": "finetune run"},
-        base_cache=BaseCache(weights=weights_fingerprint(manifest.get("base_model_path") or recipe.model.name),
-                             dtype=recipe.model.dtype, source=str(run_dir)),
-        contaminated=contaminated)
+    say(f"[finetune] evaluating in {dtype} ({precision.resolve(recipe.model.dtype).reason})")
+    guards = {"guard_tasks": recipe.eval.guard_tasks, "delta": recipe.eval.guard_delta} \
+        if recipe.eval.guard_tasks else None
+    with precision.cast_for_eval(model, dtype):  # the trained weights are given back unchanged afterwards
+        comparison = eval_base_and_finetuned(
+            model, tokenizer, base_loader=base_loader, compare_base=recipe.eval.compare_base,
+            task_names=recipe.eval.tasks, out_dir=run_dir / "eval", template_name=recipe.data.template,
+            batch_size=recipe.eval.batch_size, limit=recipe.eval.limit, seed=recipe.train.seed, guards=guards,
+            run_dir=run_dir, names=side_names(run_dir, recipe.model.name, dataclasses.asdict(recipe.method)),
+            meta={"command": "finetune run"},
+            base_cache=BaseCache(weights=weights_fingerprint(manifest.get("base_model_path") or recipe.model.name),
+                                 dtype=dtype, source=str(run_dir)),
+            contaminated=contaminated)
     say(format_table(comparison))
     manifest.setdefault("wall_times", {})["eval_s"] = round(time.time() - started, 2)
     manifest["eval"] = {name: {metric: {k: m.get(k) for k in ("a", "b", "diff", "p_value", "n")}

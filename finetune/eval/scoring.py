@@ -16,7 +16,8 @@ import re
 from collections import Counter
 from functools import lru_cache
 
-from finetune.answers import after_think, extract_last_number, extract_strict, normalize_number, split_think
+from finetune.answers import (after_think, extract_last_number, extract_strict, normalize_number, opens_think,
+                              split_think)
 from finetune.eval import ifeval
 from finetune.eval.ifeval import METRICS as IFEVAL_METRICS
 from finetune.eval.taskfile import TaskError
@@ -51,13 +52,15 @@ def _map(fn, xs):
     return [fn(x) if x is not None else None for x in xs]
 
 
-def apply_filter(steps: list[dict], responses: list[str]) -> str | None:
-    """Run one pipeline over a doc's responses; the answer is the first value left (None: no answer)."""
+def apply_filter(steps: list[dict], responses: list[str], opened: bool = False) -> str | None:
+    """Run one pipeline over a doc's responses; the answer is the first value left (None: no answer).
+
+    opened: the prompt opened a think block (strip_think then needs a `</think>` even without a `<think>`)."""
     xs: list = list(responses)
     for step in steps:
         fn = step["function"]
         if fn == "strip_think":
-            xs = _map(after_think, xs)
+            xs = _map(lambda t: after_think(t, opened), xs)
         elif fn == "answer_format":
             xs = _map(lambda t: extract_strict(t, step["format"]), xs)
         elif fn == "last_number":
@@ -92,19 +95,22 @@ def bucket(correct: bool, truncated: bool, pred: str | None, in_think: bool = Fa
     return "no_answer" if pred is None else "wrong"
 
 
-def cut_in_think(responses: list[str], truncated: list[bool]) -> bool:
-    """Every sample ran out of tokens, and each inside an open `<think>` block (what the text alone shows)."""
-    return bool(responses) and all(t and split_think(r)[0] == "open" for r, t in zip(responses, truncated))
+def cut_in_think(responses: list[str], truncated: list[bool], opened: bool = False) -> bool:
+    """Every sample ran out of tokens, and each inside an open `<think>` block (its own, or the prompt's)."""
+    return bool(responses) and all(t and split_think(r, opened)[0] == "open" for r, t in zip(responses, truncated))
 
 
-def score_generation(task, responses: list[str], truncated: list[bool], target: str) -> dict:
-    """The scored part of a generation record: per filter its answer, correctness and failure bucket."""
+def score_generation(task, responses: list[str], truncated: list[bool], target: str, prompt: str = "") -> dict:
+    """The scored part of a generation record: per filter its answer, correctness and failure bucket.
+
+    prompt: the rendered prompt; one that ends inside a think block puts every response in the reasoning."""
     all_truncated = all(truncated)  # with k samples, the doc counts as truncated only if every sample was
-    in_think = cut_in_think(responses, truncated)
+    opened = opens_think(prompt)
+    in_think = cut_in_think(responses, truncated, opened)
     by_filter, scores, terms = {}, {}, {}
     ifeval_task = any(m in IFEVAL_METRICS for m in getattr(task, "metrics", ()))  # a task needs only .filters
     for name, steps in task.filters:
-        pred = apply_filter(steps, responses)
+        pred = apply_filter(steps, responses, opened)
         if ifeval_task:  # "correct": the first listed metric (prompt_level_strict_acc in eval/ifeval.yaml)
             s, t, detail = ifeval.score_response(target, pred, name)
             scores.update({k: v for k, v in s.items() if k.split(":")[0] in task.metrics})

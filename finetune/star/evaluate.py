@@ -5,8 +5,10 @@ starting point: with `restart: last` a round starts from the previous round's we
 the question the report answers is how far the rounds got from the base model.
 """
 
+import dataclasses
 from pathlib import Path
 
+from finetune import precision
 from finetune.eval.basecache import BaseCache, weights_fingerprint
 from finetune.eval.compare import compare
 from finetune.eval.harness import evaluate
@@ -31,8 +33,8 @@ def _common(recipe) -> dict:
 def eval_base(recipe, out_dir: Path, source: str, loaded=None):
     """Score the base into out_dir (cached records where the key matches); returns (model, tokenizer) if loaded."""
     tasks, common = eval_tasks(recipe), _common(recipe)
-    cache = BaseCache(weights=weights_fingerprint(resolve_model(recipe.model.name)), dtype=recipe.model.dtype,
-                      source=source)
+    dtype = precision.eval_dtype(recipe.model.dtype)  # the key holds the dtype the base really runs in
+    cache = BaseCache(weights=weights_fingerprint(resolve_model(recipe.model.name)), dtype=dtype, source=source)
     template = load_template(recipe.data.template)
     todo = []
     for task in tasks:
@@ -42,7 +44,7 @@ def eval_base(recipe, out_dir: Path, source: str, loaded=None):
         else:
             say(f"[star] base: {task.name}: cached from {hit[0]}, key {hit[1]}")
     if todo:
-        loaded = loaded or load_base(recipe.model)
+        loaded = loaded or load_base(dataclasses.replace(recipe.model, dtype=dtype))
         evaluate(*loaded, todo, out_dir, label="base", **common)
         for task in todo:
             cache.store(task, template, limit=common["limit"], seed=common["seed"], out_dir=out_dir)

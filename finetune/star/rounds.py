@@ -18,7 +18,7 @@ import shutil
 import time
 from pathlib import Path
 
-from finetune import rundir
+from finetune import precision, rundir
 from finetune.log import say
 from finetune.prompts import load_template
 from finetune.recipe import DatasetSpec, Recipe, StarConfig, dump_recipe
@@ -37,6 +37,7 @@ class Star:
         self.recipe, self.run = recipe, layout.prepare(recipe, overwrite)
         self.state = read_json(self.run / layout.STATE) or {"rounds": {}}
         self.loaded = None  # (round, model, tokenizer); round 0 is the base
+        self.eval_dtype = precision.eval_dtype(recipe.model.dtype)  # sampling and eval (auto: measured)
 
     def save_state(self, **extra):
         self.state.update(recipe_hash=self.recipe.hash(), **extra)
@@ -53,12 +54,12 @@ class Star:
         """(model, tokenizer) after round r (0: the base), loaded once."""
         if self.loaded is None or self.loaded[0] != r:
             self.loaded = None  # free the previous model first
+            dtype = self.eval_dtype
             if r == 0:
                 from finetune.model import load_base
-                self.loaded = (0, *load_base(self.recipe.model))
+                self.loaded = (0, *load_base(dataclasses.replace(self.recipe.model, dtype=dtype)))
             else:
-                self.loaded = (r, *RunDir(layout.round_dir(self.run, r) / layout.TRAIN).load(
-                    dtype=self.recipe.model.dtype))
+                self.loaded = (r, *RunDir(layout.round_dir(self.run, r) / layout.TRAIN).load(dtype=dtype))
         return self.loaded[1], self.loaded[2]
 
 
@@ -70,7 +71,8 @@ def run_star(recipe: Recipe, overwrite: bool = False) -> dict:
         _base(s)
         qs = questions(recipe)
         say(f"[star] {len(qs)} training questions, {recipe.star.rounds} round(s), k {recipe.star.k}, "
-            f"restart: {recipe.star.restart}")
+            f"restart: {recipe.star.restart}; sampling and evaluating in {s.eval_dtype} "
+            f"({precision.resolve(recipe.model.dtype).reason})")
         for r in range(1, recipe.star.rounds + 1):
             _round(s, r, qs)
     except BaseException as e:
@@ -101,8 +103,9 @@ def _round(s: Star, r: int, qs: list[dict]):
         t0 = time.time()
         if not s.stage_done(r, stage):
             model, tok = s.model(r - 1)
-            sample(model, tok, template, todo, rd / path, star=star, batch_size=s.recipe.eval.batch_size,
-                   seed=s.recipe.train.seed * 1000 + r * 10 + hinted, hinted=hinted)
+            with precision.cast_for_eval(model, s.eval_dtype):  # a model just trained is still fp32
+                sample(model, tok, template, todo, rd / path, star=star, batch_size=s.recipe.eval.batch_size,
+                       seed=s.recipe.train.seed * 1000 + r * 10 + hinted, hinted=hinted)
         sampled[stage] = {rec["qid"]: rec for rec in map(json.loads, (rd / path).read_text().splitlines())}
         if not s.stage_done(r, stage):
             s.mark(r, stage, time.time() - t0, questions=len(todo))
@@ -118,8 +121,9 @@ def _round(s: Star, r: int, qs: list[dict]):
     if not s.stage_done(r, "eval"):
         t0 = time.time()
         model, tok = s.model(r)
-        result = eval_round(s.recipe, model, tok, s.run / layout.BASE_EVAL, rd / layout.EVAL,
-                            rd / layout.TRAIN, r)
+        with precision.cast_for_eval(model, s.eval_dtype):
+            result = eval_round(s.recipe, model, tok, s.run / layout.BASE_EVAL, rd / layout.EVAL,
+                                rd / layout.TRAIN, r)
         s.mark(r, "eval", time.time() - t0, metrics=metric_rows(result), yield_=totals(yields))
 
 
