@@ -50,3 +50,56 @@ def test_gpu_bench_cpu_fallback_runs_end_to_end(tmp_path):
         assert result[method]["tokens"] > 0 and result[method]["tokens_per_s"] > 0
         assert 0 < result[method]["mfu_measured_peak"] < 1.5
     assert result["eval"]["examples"] == 2
+
+
+def test_eval_decode_schedule_is_abba_with_the_baseline_at_the_first_size():
+    from eval_decode import schedule
+
+    order = schedule(["float32", "bfloat16"], [16, 32], passes=2)
+    first, second = order[:len(order) // 2], order[len(order) // 2:]
+    assert [v[1:] for v in second] == [v[1:] for v in first][::-1]   # pass 2 is pass 1 reversed
+    assert {p for p, *_ in first} == {1} and {p for p, *_ in second} == {2}
+    baseline = [v[1:] for v in first if v[2] == "generate"]
+    assert baseline == [("float32", "generate", 16), ("bfloat16", "generate", 16)]
+    assert len(first) == 2 * (1 + 2 + 2)   # per dtype: generate at 16; batched and continuous at 16 and 32
+
+
+def test_eval_decode_tiny_run_reports_every_variant(tiny_dir, tmp_path, monkeypatch):
+    """`eval_decode.py` end to end on the 2-layer model: 3 GSM8K documents, 4 new tokens, both dtypes, 2 passes."""
+    import json
+
+    import eval_decode
+    from common import SHARED
+    from finetune.eval import meter
+
+    if not (SHARED / "gsm8k" / "test.jsonl").is_file():
+        pytest.skip(f"no GSM8K data under {SHARED}")
+    peaks = {torch.float32: 100.0, torch.bfloat16: 400.0}   # GFLOP/s, fixed so the MFU arithmetic can be checked
+    monkeypatch.setattr(meter, "matmul_peak_gflops", lambda dtype=torch.float32, **_: peaks[dtype])
+    monkeypatch.setattr(meter, "_PEAKS", {})
+    threads = torch.get_num_threads()
+    try:  # 1 thread: 2-thread matmuls on a 2-core machine another job shares wait on each other (seconds, not ms)
+        out = eval_decode.main(["--model", tiny_dir, "--limit", "3", "--max-new-tokens", "4", "--batch-sizes", "2,3",
+                                "--passes", "2", "--threads", "1", "--out", str(tmp_path / "eval_decode.json")])
+    finally:
+        torch.set_num_threads(threads)
+    result = json.loads(out.read_text())
+    rows = {(r["dtype"], r["decoder"], r["slots"]): r for r in result["results"]}
+    variants = [("generate", 2), ("batched", 2), ("batched", 3), ("continuous", 2), ("continuous", 3)]
+    assert sorted(rows) == sorted((dt, d, b) for dt in ("float32", "bfloat16") for d, b in variants)
+    flops = result["flops_per_token"]
+    assert result["fp32_ceiling_tokens_per_s"] == pytest.approx(100e9 / flops, rel=1e-3)
+    for (dtype, decoder, _), r in rows.items():
+        assert [p["pass"] for p in r["passes"]] == [1, 2] and r["tokens"] == sum(p["tokens"] for p in r["passes"])
+        assert 0 < r["tokens"] <= 2 * 3 * 4
+        assert r["decode_mfu"] == pytest.approx(r["tokens_per_s"] * flops / (peaks[getattr(torch, dtype)] * 1e9),
+                                                rel=1e-2)
+        assert r["fp32_ceiling_fraction"] == pytest.approx(r["tokens_per_s"] * flops / 100e9, rel=1e-2)
+        assert r["identical_to_generate"]["n"] == 3
+        assert ("identical_to_fp32_continuous" in r) == (dtype == "bfloat16")
+    for dtype in ("float32", "bfloat16"):
+        base = rows[(dtype, "generate", 2)]
+        assert base["vs_generate"] == 1.0 and base["identical_to_generate"]["identical"] == 3
+        assert len(base["outputs"]) == 3
+    fp32 = rows[("float32", "generate", 2)]
+    assert fp32["decode_mfu"] == pytest.approx(fp32["fp32_ceiling_fraction"])   # fp32: the ceiling is the MFU
