@@ -68,15 +68,10 @@ def last_json(text: str) -> dict:
 
 
 def matmul_peak_gflops(n: int = 2048, seconds: float = 3.0, dtype=torch.float32) -> float:
-    """Practical dense matmul peak of this machine: best of repeated n x n x n products."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    torch.mm(a, b)
-    best, end = 0.0, time.time() + seconds
-    while time.time() < end:
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
-    return best
+    """Practical dense matmul peak of this machine (eval/meter.py's, with a longer default window)."""
+    from finetune.eval.meter import matmul_peak_gflops as peak
+
+    return peak(n, seconds, dtype)
 
 
 def machine() -> dict:
