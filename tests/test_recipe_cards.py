@@ -63,10 +63,30 @@ def test_shipped_recipe_runs_end_to_end_cut_down(path, tmp_path, capsys, monkeyp
         monkeypatch.setenv("FINETUNE_DATA_DIR", str(SHARED_DATA))
     overrides = ["train.max_steps=2", "train.batch_size=2", "train.epochs=1", "eval.limit=2", "eval.batch_size=2",
                  f"output.dir={tmp_path}/run", f"output.card={tmp_path}/card.json"]
+    recipe = yaml.safe_load(path.read_text())
+    if (recipe.get("star") or {}).get("rounds"):
+        _star_cut_down(path, overrides, tmp_path, capsys)
+        return
     assert main(["run", str(path), *overrides]) == 0, capsys.readouterr().err
     card = json.loads((tmp_path / "card.json").read_text())
-    recipe = yaml.safe_load(path.read_text())
     expected = set(recipe["eval"]["tasks"]) | set(recipe["eval"].get("guard_tasks", []))
     assert set(card["tasks"]) == expected
     for task in card["tasks"].values():
         assert all(m["n"] == 2 for m in task["metrics"].values())
+
+
+def _star_cut_down(path, overrides, tmp_path, capsys):
+    """A STaR recipe: one round on 4 questions, 2 short samples each (a cut-down run writes no card).
+
+    64 tokens may not reach an answer line on every try: the run either trains and scores its round,
+    or stops with STaR's one error that nothing was kept; anything else is a failure."""
+    rc = main(["run", str(path), *overrides, "star.rounds=1", "star.sample_limit=4", "star.k=2",
+               "star.max_new_tokens=64"])
+    err = capsys.readouterr().err
+    if rc == 0:
+        summary = json.loads((tmp_path / "run" / "results.json").read_text())
+        assert [r["round"] for r in summary["rounds"]] == [1]
+        assert summary["rounds"][0]["yield"]["sampled"] == 8
+    else:
+        assert rc == 2 and "no sample reached its target answer (8 sampled)" in err, err
+    assert (tmp_path / "run" / "round_1" / "samples.jsonl").read_text().count("\n") == 4
