@@ -74,6 +74,11 @@ def matmul_peak_gflops(n: int = 2048, seconds: float = 3.0, dtype=torch.float32)
     return peak(n, seconds, dtype)
 
 
+def load() -> list[float]:
+    """The 1-, 5- and 15-minute load averages, rounded: recorded beside every timing on a shared machine."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def machine() -> dict:
     import transformers
     import trl

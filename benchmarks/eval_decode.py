@@ -40,8 +40,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, SHARED, machine, need_shared  # noqa: E402
-from precision import load  # noqa: E402  (the load average, rounded)
+from common import REPO, SHARED, load, machine, need_shared  # noqa: E402
 
 from finetune import precision  # noqa: E402
 from finetune.eval import meter  # noqa: E402
@@ -54,15 +53,12 @@ SHOW_DIFFERING = 10  # doc ids listed per comparison
 
 
 def encode_docs(model, tokenizer, task, docs, max_new_tokens: int) -> list[list[int]]:
-    """Each document's prompt ids, built with the calls `runners.run_generation` makes."""
-    from finetune.data.tokenize import encode_prompt
-    from finetune.eval.loglik import max_length
-    from finetune.prompts import load_template, render_prompt
+    """Each document's prompt ids, exactly as the harness's generation runner builds them."""
+    from finetune.eval.runners import generation_prompts
+    from finetune.prompts import load_template
 
-    template = load_template(task.prompt_template)
-    budget = max_length(model, tokenizer) - max_new_tokens
-    return [encode_prompt(tokenizer, render_prompt(template, tokenizer, task.context(i, doc)))[-budget:]
-            for i, doc in docs]
+    items = generation_prompts(model, tokenizer, task, load_template(task.prompt_template), docs, max_new_tokens)
+    return [ids for _, _, _, ids, _ in items]
 
 
 def schedule(dtypes: list[str], sizes: list[int], passes: int) -> list[tuple[int, str, str, int]]:

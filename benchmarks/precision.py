@@ -36,15 +36,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import GSM8K_RECIPE, METHODS, REPO, SHARED, machine, matmul_peak_gflops, need_shared  # noqa: E402
+from common import GSM8K_RECIPE, METHODS, REPO, SHARED, load, machine, matmul_peak_gflops, need_shared  # noqa: E402
 
 from finetune import precision  # noqa: E402
 
 SIDES = ("float32", "bfloat16")
-
-
-def load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def heldout_loss(model, tokenizer, template, rows: list[dict], autocast: bool) -> float:

@@ -167,6 +167,12 @@ def eval_dtype(dtype: str) -> str:
     return resolve(dtype).eval
 
 
+def eval_line(dtype: str) -> str:
+    """What an evaluation says it runs in, and why, for a model.dtype / --dtype value."""
+    prec = resolve(dtype)
+    return f"evaluating in {prec.eval} ({prec.reason})"
+
+
 @contextlib.contextmanager
 def cast_for_eval(model, dtype: str):
     """The model's floating-point parameters in `dtype` inside the block; the original tensors back after it.

@@ -17,7 +17,7 @@ from finetune.eval.pipeline import run_side_names, single_side
 from finetune.eval.report import format_table, write_report
 from finetune.eval.tasks import TaskError, available_tasks, load_task
 from finetune.log import say
-from finetune.precision import eval_dtype, resolve
+from finetune.precision import eval_dtype, eval_line
 from finetune.rundir import RunDir, is_run_dir, load_for_eval
 
 
@@ -91,7 +91,7 @@ def cmd_eval(args) -> int:
     out = Path(args.out) if args.out else _default_out(args.model, run, args.with_base)
     dtype = eval_dtype(args.dtype)
     if args.dtype == "auto":
-        say(f"[finetune] evaluating in {dtype} ({resolve('auto').reason})")
+        say(f"[finetune] {eval_line(args.dtype)}")
     model, tokenizer = load_for_eval(args.model, dtype=dtype)
     if args.with_base:
         if not run:

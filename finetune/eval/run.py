@@ -42,7 +42,7 @@ def evaluate_run(recipe: Recipe, run_dir: Path, model, tokenizer, manifest: dict
 
     started = time.time()
     contaminated = _contamination(recipe, manifest)
-    say(f"[finetune] evaluating in {dtype} ({precision.resolve(recipe.model.dtype).reason})")
+    say(f"[finetune] {precision.eval_line(recipe.model.dtype)}")
     guards = {"guard_tasks": recipe.eval.guard_tasks, "delta": recipe.eval.guard_delta} \
         if recipe.eval.guard_tasks else None
     with precision.cast_for_eval(model, dtype):  # the trained weights are given back unchanged afterwards

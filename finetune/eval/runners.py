@@ -30,18 +30,25 @@ class Progress:
         progress(f"[eval] {self.name}: {self.done}/{self.total} ({rate:.3g} ex/s)")
 
 
-def run_generation(model, tokenizer, task, template, todo, write, *, batch_size: int, seed: int,
-                   decoder: str = "continuous"):
-    gen, k = task.generation, task.repeats
-    budget = max_length(model, tokenizer) - gen["max_new_tokens"]
+def generation_prompts(model, tokenizer, task, template, todo, max_new_tokens: int) -> list[tuple]:
+    """(doc_id, doc, prompt, ids, cut) per document: rendered, encoded, left-truncated to the window less
+    max_new_tokens (cut: it was)."""
+    budget = max_length(model, tokenizer) - max_new_tokens
     if budget < 1:
-        raise TaskError(f"task {task.name}: max_new_tokens {gen['max_new_tokens']} leaves no room for the prompt "
-                         f"in the model's {max_length(model, tokenizer)}-token window")
+        raise TaskError(f"task {task.name}: max_new_tokens {max_new_tokens} leaves no room for the prompt "
+                        f"in the model's {max_length(model, tokenizer)}-token window")
     items = []
     for doc_id, doc in todo:
         prompt = render_prompt(template, tokenizer, task.context(doc_id, doc))
         ids = encode_prompt(tokenizer, prompt)
         items.append((doc_id, doc, prompt, ids[-budget:], len(ids) > budget))
+    return items
+
+
+def run_generation(model, tokenizer, task, template, todo, write, *, batch_size: int, seed: int,
+                   decoder: str = "continuous"):
+    gen, k = task.generation, task.repeats
+    items = generation_prompts(model, tokenizer, task, template, todo, gen["max_new_tokens"])
     progress = Progress(task.name, len(items))
     meter = DecodeMeter(model)
 

@@ -54,12 +54,11 @@ class Star:
         """(model, tokenizer) after round r (0: the base), loaded once."""
         if self.loaded is None or self.loaded[0] != r:
             self.loaded = None  # free the previous model first
-            dtype = self.eval_dtype
             if r == 0:
                 from finetune.model import load_base
-                self.loaded = (0, *load_base(dataclasses.replace(self.recipe.model, dtype=dtype)))
+                self.loaded = (0, *load_base(dataclasses.replace(self.recipe.model, dtype=self.eval_dtype)))
             else:
-                self.loaded = (r, *RunDir(layout.round_dir(self.run, r) / layout.TRAIN).load(dtype=dtype))
+                self.loaded = (r, *RunDir(layout.round_dir(self.run, r) / layout.TRAIN).load(dtype=self.eval_dtype))
         return self.loaded[1], self.loaded[2]
 
 
@@ -71,8 +70,7 @@ def run_star(recipe: Recipe, overwrite: bool = False) -> dict:
         _base(s)
         qs = questions(recipe)
         say(f"[star] {len(qs)} training questions, {recipe.star.rounds} round(s), k {recipe.star.k}, "
-            f"restart: {recipe.star.restart}; sampling and evaluating in {s.eval_dtype} "
-            f"({precision.resolve(recipe.model.dtype).reason})")
+            f"restart: {recipe.star.restart}; sampling and {precision.eval_line(recipe.model.dtype)}")
         for r in range(1, recipe.star.rounds + 1):
             _round(s, r, qs)
     except BaseException as e:
