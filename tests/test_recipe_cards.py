@@ -2,6 +2,7 @@
 every shipped recipe run end to end in a cut-down form (a few steps, a few eval documents)."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -90,3 +91,17 @@ def _star_cut_down(path, overrides, tmp_path, capsys):
     else:
         assert rc == 2 and "no sample reached its target answer (8 sampled)" in err, err
     assert (tmp_path / "run" / "round_1" / "samples.jsonl").read_text().count("\n") == 4
+
+
+def test_star_recipe_header_matches_the_summary_its_run_wrote():
+    """star_arith's header numbers are copied from recipes/results/star/ (STaR runs write no card): keep them equal."""
+    header = " ".join(line.lstrip("# ").strip() for line in (resource_dir("recipes") / "star_arith.yaml")
+                      .read_text().splitlines() if line.startswith("#"))
+    summary = json.loads((resource_dir("recipes") / "results" / "star" / "star_arith.json").read_text())
+    strict = [r["metrics"]["arith_cot"]["exact_match:strict"] for r in summary["rounds"]]
+    assert f"strict accuracy base {strict[0]['a']:g}," in header
+    for r, m in enumerate(strict, 1):
+        shown = re.search(rf"round {r} ([0-9.]+) \(p ([0-9.]+)\)", header)
+        assert shown and float(shown[1]) == m["b"] and abs(float(shown[2]) - m["p_value"]) <= 0.005 + 1e-9, r  # shown to 2 decimals
+    for y in (r["yield"] for r in summary["rounds"]):
+        assert f"{y['correct']}" in header and f"{y['hinted_correct']} of {y['hinted']}" in header
