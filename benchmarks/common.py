@@ -81,7 +81,9 @@ def load() -> list[float]:
 
 def machine() -> dict:
     import transformers
+    from finetune.precision import cpu_kind
     import trl
     return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
-            "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")}
+            "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"), **cpu_kind(),
+            "capability": torch.backends.cpu.get_cpu_capability()}

@@ -186,8 +186,7 @@ def main():
     result = part_train(args) if args.part == "train" else part_decode(args)
     out = Path(args.out or REPO / "benchmarks" / "results" / f"precision_{args.part}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": {**machine(), "capability": torch.backends.cpu.get_cpu_capability(),
-                                           "bf16_flags": sorted(set(precision.BF16_FLAGS) & precision.cpu_flags())},
+    out.write_text(json.dumps({"machine": machine(),
                                "auto": chosen.to_dict(), "matmuls": matmuls(), "args": vars(args),
                                "wall_s": round(time.time() - started, 1), "load_start": load_start,
                                "load_end": load(), "command": "python benchmarks/precision.py " + " ".join(sys.argv[1:]),

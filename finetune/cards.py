@@ -32,7 +32,8 @@ def _machine() -> dict:
         out["torch_threads"] = torch.get_num_threads()
     except (ImportError, AttributeError):
         pass
-    return out
+    from finetune.precision import cpu_kind
+    return {**out, **cpu_kind()}
 
 
 def _task_rows(results: dict) -> dict:
@@ -125,7 +126,14 @@ def headline(card: dict) -> str:
     load = machine.get("load_avg_1_5_15min") or [0, 0, 0]
     shared = f", shared: 15-min load {load[2]:g}" if load[2] > (machine.get("cpus") or 1) + 0.5 else ""
     return "\n#   ".join([f"# measured: {minutes:.0f} min on {machine.get('cpus')} CPU cores "
-                          f"({machine.get('cpu_capability')}{shared}):", *parts])
+                          f"({_cpu(machine)}{shared}):", *parts])
+
+
+def _cpu(machine: dict) -> str:
+    """AVX512, with the bf16 flags a card records (older cards have none recorded: the capability alone)."""
+    if "bf16_flags" not in machine:
+        return str(machine.get("cpu_capability"))
+    return f"{machine.get('cpu_capability')}, bf16: {'+'.join(machine['bf16_flags']) or 'none'}"
 
 
 def _rewrite(path: Path, pattern: str, new_text: str) -> bool:

@@ -101,16 +101,26 @@ def pinned_choice(value: str) -> Precision:
     return Precision("auto", "float32", "bfloat16" if bf16 else None, value, f"${PIN_ENV}={value}")
 
 
-def cpu_flags() -> set:
-    """The CPU feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS)."""
+def _cpuinfo(prefixes: tuple[str, ...]) -> str | None:
+    """The value of the first /proc/cpuinfo line starting with one of `prefixes` (None where there is none)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith(("flags", "Features")):
-                    return set(line.split(":", 1)[1].split())
+                if line.startswith(prefixes):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return set()
+    return None
+
+
+def cpu_flags() -> set:
+    """The CPU feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS)."""
+    return set((_cpuinfo(("flags", "Features")) or "").split())
+
+
+def cpu_kind() -> dict:
+    """What a measured figure needs beside it: the CPU model and its native bf16 flags (none: AVX2-class)."""
+    return {"cpu_model": _cpuinfo(("model name",)), "bf16_flags": sorted(cpu_flags() & set(BF16_FLAGS))}
 
 
 def measure_speedup(shape: tuple[int, int, int], rounds: int = 3, budget_s: float = 0.3) -> float:

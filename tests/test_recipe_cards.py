@@ -105,3 +105,13 @@ def test_star_recipe_header_matches_the_summary_its_run_wrote():
         assert shown and float(shown[1]) == m["b"] and abs(float(shown[2]) - m["p_value"]) <= 0.005 + 1e-9, r  # shown to 2 decimals
     for y in (r["yield"] for r in summary["rounds"]):
         assert f"{y['correct']}" in header and f"{y['hinted_correct']} of {y['hinted']}" in header
+
+
+@pytest.mark.parametrize("machine, shown", [
+    ({"cpu_capability": "AVX512"}, "(AVX512):"),                                   # a card from before the flags
+    ({"cpu_capability": "AVX2", "bf16_flags": []}, "(AVX2, bf16: none):"),
+    ({"cpu_capability": "AVX512", "bf16_flags": ["amx_bf16", "avx512_bf16"]}, "(AVX512, bf16: amx_bf16+avx512_bf16):"),
+])
+def test_the_measured_line_names_the_kind_of_cpu(machine, shown):
+    card = {"wall_s": {"total_s": 60}, "machine": {"cpus": 2, **machine}, "tasks": {}}
+    assert headline(card) == f"# measured: 1 min on 2 CPU cores {shown}"
