@@ -68,6 +68,15 @@ def test_second_run_reuses_the_base_and_a_changed_task_file_recomputes(runs, tmp
     _eval(z, task, "--limit", "2")  # another limit: another key (and a fresh out folder is not needed)
 
 
+def test_another_eval_batch_size_recomputes_the_base(runs, tmp_path, capsys):
+    _, x, y = runs
+    task = arith_task(tmp_path)
+    _eval(x, task)
+    capsys.readouterr()
+    _eval(y, task, "--batch-size", "2")  # the batch shapes the kernels (bf16 argmaxes can change): another key
+    assert "base: mini_arith: computed" in capsys.readouterr().out
+
+
 def test_no_base_cache_flag_scores_the_base(runs, tmp_path, capsys):
     _, x, y = runs
     task = arith_task(tmp_path)

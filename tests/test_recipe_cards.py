@@ -93,12 +93,18 @@ def _star_cut_down(path, overrides, tmp_path, capsys):
     assert (tmp_path / "run" / "round_1" / "samples.jsonl").read_text().count("\n") == 4
 
 
-def test_star_recipe_header_matches_the_summary_its_run_wrote():
-    """star_arith's header numbers are copied from recipes/results/star/ (STaR runs write no card): keep them equal."""
-    header = " ".join(line.lstrip("# ").strip() for line in (resource_dir("recipes") / "star_arith.yaml")
+STAR_SUMMARIES = sorted((resource_dir("recipes") / "results" / "star").glob("*.json"))
+
+
+@pytest.mark.parametrize("summary_path", STAR_SUMMARIES, ids=lambda p: p.stem)
+def test_star_recipe_header_matches_the_summary_its_run_wrote(summary_path):
+    """A STaR recipe's header numbers are copied from recipes/results/star/ (STaR runs write no card): keep them equal."""
+    header = " ".join(line.lstrip("# ").strip() for line in (resource_dir("recipes") / f"{summary_path.stem}.yaml")
                       .read_text().splitlines() if line.startswith("#"))
-    summary = json.loads((resource_dir("recipes") / "results" / "star" / "star_arith.json").read_text())
-    strict = [r["metrics"]["arith_cot"]["exact_match:strict"] for r in summary["rounds"]]
+    summary = json.loads(summary_path.read_text())
+    task = summary["rounds"][0]["metrics"]
+    assert len(task) == 1, "one target task per STaR recipe header"
+    strict = [r["metrics"][next(iter(task))]["exact_match:strict"] for r in summary["rounds"]]
     assert f"strict accuracy base {strict[0]['a']:g}," in header
     for r, m in enumerate(strict, 1):
         shown = re.search(rf"round {r} ([0-9.]+) \(p ([0-9.]+)\)", header)

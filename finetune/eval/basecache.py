@@ -5,7 +5,8 @@
 
 The key hashes: the base weights fingerprint (each weight file's size and a SHA-256 of its
 first and last MiB), the task file's bytes, the resolved task spec (decoding settings
-included), the documents themselves, the prompt template, limit, seed, dtype and the
+included), the documents themselves, the prompt template, limit, seed, dtype, the eval batch
+size (it shapes the matmul kernels, so a bf16 greedy output can change with it) and the
 harness version (a hash of the harness source files). Any change gives another key, so the
 base is recomputed; a matching key copies the records into the run's eval/base folder and
 says where they came from. The cache lives in `<finetune cache>/base_results/<key>/` ($FINETUNE_BASE_RESULTS moves it).
@@ -65,12 +66,12 @@ def _task_file_digest(task) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else None
 
 
-def key_parts(task, template, *, weights: str, limit, seed: int, dtype: str) -> dict:
+def key_parts(task, template, *, weights: str, limit, seed: int, dtype: str, batch_size: int | None = None) -> dict:
     docs = task.docs(limit)
     return {"weights": weights, "task_file": _task_file_digest(task), "task_spec": task.spec,
             "decoding": task.generation, "docs": config_hash(docs), "template": template.source,
             "exemplars": template.exemplars, "limit": limit, "n_docs": len(docs), "seed": seed, "dtype": dtype,
-            "harness": harness_version()}
+            "batch_size": batch_size, "harness": harness_version()}
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
@@ -90,12 +91,14 @@ def _write_json(path: Path, data) -> None:
 class BaseCache:
     """Base-model records shared across runs that use the same base weights (see the module docstring)."""
 
-    def __init__(self, *, weights: str, dtype: str = "float32", source: str = "", root: Path | None = None):
-        self.weights, self.dtype, self.source = weights, dtype, source
+    def __init__(self, *, weights: str, dtype: str = "float32", batch_size: int | None = None, source: str = "",
+                 root: Path | None = None):
+        self.weights, self.dtype, self.batch_size, self.source = weights, dtype, batch_size, source
         self.root = Path(root or os.environ.get("FINETUNE_BASE_RESULTS") or cache_dir() / "base_results")
 
     def key(self, task, template, *, limit, seed: int) -> str:
-        return config_hash(key_parts(task, template, weights=self.weights, limit=limit, seed=seed, dtype=self.dtype))
+        return config_hash(key_parts(task, template, weights=self.weights, limit=limit, seed=seed, dtype=self.dtype,
+                                   batch_size=self.batch_size))
 
     def restore(self, task, template, *, limit, seed: int, out_dir: Path) -> tuple[str, str] | None:
         """Copy cached base records of `task` into out_dir (records + scores.json entry); (where, key) or None."""
@@ -125,5 +128,6 @@ class BaseCache:
         _write_json(folder / "entry.json", {
             "key": key, "task": task_summary, "side": side, "source": self.source or str(out_dir),
             "created": datetime.datetime.now().isoformat(timespec="seconds"),
-            "parts": key_parts(task, template, weights=self.weights, limit=limit, seed=seed, dtype=self.dtype)})
+            "parts": key_parts(task, template, weights=self.weights, limit=limit, seed=seed, dtype=self.dtype,
+                                   batch_size=self.batch_size)})
         return key

@@ -23,7 +23,8 @@ def eval_run_with_base(run: Path, task_names: list[str], *, model=None, out: Pat
     if template is None and (run / "template.yaml").is_file():
         template = str(run / "template.yaml")
     model, tokenizer = model or load_for_eval(run, dtype=dtype)
-    base_cache = BaseCache(weights=weights_fingerprint(base_spec(run)), dtype=dtype, source=str(run)) \
+    base_cache = BaseCache(weights=weights_fingerprint(base_spec(run)), dtype=dtype, batch_size=batch_size,
+                           source=str(run)) \
         if cache else None
     return eval_base_and_finetuned(
         model, tokenizer, base_loader=lambda: load_model(base_spec(run), dtype=dtype), task_names=task_names,

@@ -53,7 +53,7 @@ def evaluate_run(recipe: Recipe, run_dir: Path, model, tokenizer, manifest: dict
             run_dir=run_dir, names=side_names(run_dir, recipe.model.name, dataclasses.asdict(recipe.method)),
             meta={"command": "finetune run"},
             base_cache=BaseCache(weights=weights_fingerprint(manifest.get("base_model_path") or recipe.model.name),
-                                 dtype=dtype, source=str(run_dir)),
+                                 dtype=dtype, batch_size=recipe.eval.batch_size, source=str(run_dir)),
             contaminated=contaminated)
     say(format_table(comparison))
     manifest.setdefault("wall_times", {})["eval_s"] = round(time.time() - started, 2)

@@ -34,7 +34,8 @@ def eval_base(recipe, out_dir: Path, source: str, loaded=None):
     """Score the base into out_dir (cached records where the key matches); returns (model, tokenizer) if loaded."""
     tasks, common = eval_tasks(recipe), _common(recipe)
     dtype = precision.eval_dtype(recipe.model.dtype)  # the key holds the dtype the base really runs in
-    cache = BaseCache(weights=weights_fingerprint(resolve_model(recipe.model.name)), dtype=dtype, source=source)
+    cache = BaseCache(weights=weights_fingerprint(resolve_model(recipe.model.name)), dtype=dtype,
+                      batch_size=common["batch_size"], source=source)
     template = load_template(recipe.data.template)
     todo = []
     for task in tasks:
