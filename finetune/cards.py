@@ -16,6 +16,7 @@ import platform
 import time
 from pathlib import Path
 
+from finetune.eval.verdict import outcome
 from finetune.resources import project_root
 from finetune.rundir import RunDir
 
@@ -93,13 +94,10 @@ def _row(card: dict, task: str, key: str, m: dict, verdict: str) -> str:
 
 
 def _outcome(m: dict) -> str:
-    """A target task's word: significant at p < 0.05 in the better or worse direction, else no change."""
+    """A target task's word (verdict.outcome); a dash where the card has no p."""
     if m.get("p") is None or m.get("diff") is None:
         return "—"
-    if m["p"] >= 0.05:
-        return "no significant change"
-    better = m["diff"] > 0 if m.get("higher_is_better", True) else m["diff"] < 0
-    return "better" if better else "worse"
+    return outcome(m["diff"], m["p"], m.get("higher_is_better", True))
 
 
 def table(cards: list[dict]) -> str:

@@ -151,3 +151,19 @@ def test_report_files_are_written_and_html_is_self_contained(real_eval_dir, tmp_
 def test_report_without_training_log_has_no_loss_plot(real_eval_dir, tmp_path):
     paths = write_report(tmp_path / "r", compare(real_eval_dir, real_eval_dir, n_boot=50))
     assert paths["html"].read_text().count("data:image/png;base64,") == 2
+
+
+@pytest.mark.parametrize("diff, p, higher_is_better, shown", [
+    (+0.44, 1e-11, True, "+0.44 (better)"),
+    (+0.0125, 1.0, True, "+0.0125 (not significant)"),   # a direction at p = 1 is not "better"
+    (-0.2, 0.002, True, "-0.2 (worse)"),
+    (-3.3, 0.0005, False, "-3.3 (better)"),               # perplexity: lower is better
+    (+0.5, 0.049, False, "+0.5 (worse)"),
+    (+0.5, 0.05, False, "+0.5 (not significant)"),
+    (0.0, 1.0, True, "+0"),
+])
+def test_the_change_column_names_a_direction_only_when_significant(diff, p, higher_is_better, shown):
+    from finetune.eval.report import table_rows
+    m = {"a": 0.1, "b": 0.1 + diff, "diff": diff, "ci": (diff - 0.1, diff + 0.1), "p_value": p, "test": "t",
+         "n": 10, "higher_is_better": higher_is_better}
+    assert table_rows({"tasks": {"t": {"metrics": {"m": m}}}})[0][4] == shown

@@ -18,6 +18,7 @@ from finetune.eval.harness import write_json
 from finetune.eval.plots import failure_buckets, loss_curve, read_loss, score_bars
 from finetune.eval.scoring import BUCKETS
 from finetune.eval.sections import html_table, md_table, sections
+from finetune.eval.verdict import SIGNIFICANCE, outcome
 from finetune.resources import cache_dir
 
 COLUMNS = ("task", "metric", "A", "B", "B-A", "95% CI (B-A)", "p", "test", "n")
@@ -68,7 +69,8 @@ def table_rows(comparison: dict) -> list[tuple[str, ...]]:
     rows = []
     for task, res in comparison["tasks"].items():
         for key, m in res["metrics"].items():
-            better = "" if m["diff"] == 0 else ("(better)" if (m["diff"] > 0) == m["higher_is_better"] else "(worse)")
+            word = outcome(m["diff"], m["p_value"], m["higher_is_better"])
+            better = "" if m["diff"] == 0 else f"({'not significant' if word == 'no significant change' else word})"
             rows.append((task, key, _num(m["a"]), _num(m["b"]), f"{m['diff']:+.4g} {better}".strip(),
                          f"[{m['ci'][0]:+.4g}, {m['ci'][1]:+.4g}]", f"{m['p_value']:.3g}", m["test"], str(m["n"])))
     return rows
@@ -124,7 +126,7 @@ def render_markdown(comparison: dict, meta: dict | None, loss_points: list) -> s
            f"- B = **{b}**: {_describe(comparison['b'])}",
            f"- identical prompts and decoding for both; differences are B - A with 95% paired bootstrap CIs "
            f"({comparison['n_boot']} resamples, seed {comparison['seed']}); p from the exact McNemar test for "
-           "pass/fail metrics, a paired bootstrap otherwise.", ""]
+           f"pass/fail metrics, a paired bootstrap otherwise; B-A says better or worse only at p < {SIGNIFICANCE}.", ""]
     out += [f"> warning: {w}" for w in comparison.get("warnings", [])] + [""] * bool(comparison.get("warnings"))
     out += ["## Scores", ""] + md_table(tuple(c if c not in ("A", "B") else {"A": a, "B": b}[c] for c in COLUMNS),
                                          table_rows(comparison)) + [""]
@@ -165,7 +167,7 @@ def render_html(comparison: dict, meta: dict | None, loss_points: list) -> str:
              f"<p>A = <b>{html.escape(a)}</b>: {html.escape(_describe(comparison['a']))}<br>"
              f"B = <b>{html.escape(b)}</b>: {html.escape(_describe(comparison['b']))}<br>"
              "Differences are B − A with 95% paired bootstrap CIs; p: exact McNemar (pass/fail) or paired "
-             "bootstrap.</p>"]
+             f"bootstrap; B − A says better or worse only at p &lt; {SIGNIFICANCE}.</p>"]
     parts += [f"<p class=warn>warning: {html.escape(w)}</p>" for w in comparison.get("warnings", [])]
     parts.append("<h2>Scores</h2>" + html_table([{"A": a, "B": b}.get(c, c) for c in COLUMNS],
                                                   table_rows(comparison)))

@@ -18,7 +18,15 @@ import math
 from pathlib import Path
 
 DEFAULT_DELTA = 0.02
+SIGNIFICANCE = 0.05  # a target task's change is better / worse at p below this, else no significant change
 NO_REGRESSION, REGRESSION, INCONCLUSIVE = "no regression beyond δ", "regression", "inconclusive"
+
+
+def outcome(diff: float, p: float, higher_is_better: bool = True) -> str:
+    """A target task's word for B - A: better / worse at p < SIGNIFICANCE, else no significant change."""
+    if p >= SIGNIFICANCE:
+        return "no significant change"
+    return "better" if (diff > 0) == higher_is_better else "worse"
 
 
 def n_to_decide(n: int, diff: float, ci: tuple[float, float], delta: float) -> int | None:
