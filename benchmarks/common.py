@@ -14,9 +14,10 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("FINETUNE_DATA_DIR", REPO.parent / "shared" / "data"))
 
-# `finetune train` on the packaged SmolLM2 and the first N GSM8K train rows (train_throughput, levers)
+# `finetune train` on the packaged SmolLM2 and the first N GSM8K train rows (train_throughput, levers, peer,
+# precision); dtype explicit: float32 where the baseline runs fp32 (plain TRL, LLaMA-Factory), auto in precision.py
 GSM8K_RECIPE = """\
-model: {{name: smollm2-135m-instruct}}
+model: {{name: smollm2-135m-instruct, dtype: {dtype}}}
 method: {method}
 data:
   datasets: [{{name: gsm8k, path: "{data}", limit: {examples}}}]

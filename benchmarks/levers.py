@@ -91,7 +91,8 @@ def child(variant: str, recipe: str) -> None:
 def measure(variant: str, args, work: Path) -> dict:
     out = work / "run"
     recipe = work / "lever.yaml"
-    recipe.write_text(GSM8K_RECIPE.format(method=METHODS[args.method], data=need_shared("gsm8k/train.jsonl"),
+    recipe.write_text(GSM8K_RECIPE.format(
+        dtype="float32", method=METHODS[args.method], data=need_shared("gsm8k/train.jsonl"),
                                           examples=args.examples, steps=args.steps, batch=4, accum=1, lr=2.0e-4,
                                           max_length=512, out=out))
     run, rss = peak_rss_mib([sys.executable, __file__, "--child", variant, str(recipe)])

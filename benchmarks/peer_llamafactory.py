@@ -155,7 +155,8 @@ def run_finetune(method: str, args, work: Path, data: Path) -> dict:
 
     out = work / f"ft_{method}"
     recipe = work / f"ft_{method}.yaml"
-    recipe.write_text(GSM8K_RECIPE.format(method=METHODS[method], data=data, examples=args.rows, steps=args.steps,
+    recipe.write_text(GSM8K_RECIPE.format(
+        dtype=args.dtype, method=METHODS[method], data=data, examples=args.rows, steps=args.steps,
                                           batch=args.batch, accum=1, lr=args.lr, max_length=args.cutoff, out=out))
     before = load()
     m = run_measured([sys.executable, "-m", "finetune.cli", "train", str(recipe)], work / f"ft_{method}.log")
@@ -170,6 +171,7 @@ def run_finetune(method: str, args, work: Path, data: Path) -> dict:
               "last_step_loss": steps[-1]["loss"], "last_step": steps[-1]["step"],
               "train_loss": manifest["train_metrics"]["train_loss"],
               "gradient_checkpointing": manifest.get("gradient_checkpointing"),
+              "precision": (manifest.get("precision") or {}).get("train"),
               "trainable": manifest.get("trainable"), "weights": str(run.weights_dir(method))})
     return m
 
@@ -207,6 +209,8 @@ def main():
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--cutoff", type=int, default=256)
     ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--dtype", default="float32", help="finetune's model.dtype (LLaMA-Factory trains fp32 on CPU); "
+                    "auto: bf16 autocast where the CPU runs it fast")
     ap.add_argument("--methods", default="freeze,lora")
     ap.add_argument("--heldout", type=int, default=32, help="GSM8K test rows for the held-out loss (0: skip)")
     ap.add_argument("--work", default=None, help="keep run folders, logs and the converted data here (default: temp)")

@@ -93,7 +93,8 @@ def run_pair(method: str, args, work: Path) -> dict:
     data = need_shared("gsm8k/train.jsonl")
     steps = args.examples // (args.batch * args.grad_accum)
     recipe = work / f"{method}.yaml"
-    recipe.write_text(GSM8K_RECIPE.format(method=METHODS[method], data=data, examples=args.examples, steps=steps,
+    recipe.write_text(GSM8K_RECIPE.format(
+        dtype="float32", method=METHODS[method], data=data, examples=args.examples, steps=steps,
                                     batch=args.batch, accum=args.grad_accum, lr=args.lr,
                                     max_length=args.max_length, out=work / f"ft_{method}"))
     peaks = {"finetune": [matmul_peak_gflops()]}
