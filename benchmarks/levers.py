@@ -93,8 +93,8 @@ def measure(variant: str, args, work: Path) -> dict:
     recipe = work / "lever.yaml"
     recipe.write_text(GSM8K_RECIPE.format(
         dtype="float32", method=METHODS[args.method], data=need_shared("gsm8k/train.jsonl"),
-                                          examples=args.examples, steps=args.steps, batch=4, accum=1, lr=2.0e-4,
-                                          max_length=512, out=out))
+        examples=args.examples, steps=args.steps, batch=4, accum=1, lr=2.0e-4,
+        max_length=512, out=out))
     run, rss = peak_rss_mib([sys.executable, __file__, "--child", variant, str(recipe)])
     run = RunDir(out)
     steps = [r for r in run.train_log() if "num_tokens" in r and "time" in r]

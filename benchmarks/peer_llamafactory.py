@@ -157,7 +157,7 @@ def run_finetune(method: str, args, work: Path, data: Path) -> dict:
     recipe = work / f"ft_{method}.yaml"
     recipe.write_text(GSM8K_RECIPE.format(
         dtype=args.dtype, method=METHODS[method], data=data, examples=args.rows, steps=args.steps,
-                                          batch=args.batch, accum=1, lr=args.lr, max_length=args.cutoff, out=out))
+        batch=args.batch, accum=1, lr=args.lr, max_length=args.cutoff, out=out))
     before = load()
     m = run_measured([sys.executable, "-m", "finetune.cli", "train", str(recipe)], work / f"ft_{method}.log")
     m["load_before"], m["load_after"] = before, load()

@@ -71,9 +71,9 @@ def train_once(method: str, side: str, args, work: Path, rows: list[dict]) -> di
     recipe = work / f"{method}_{side}.yaml"
     recipe.write_text(GSM8K_RECIPE.format(
         dtype="auto", method=METHODS[method], data=need_shared("gsm8k/train.jsonl"),
-                                          examples=args.examples, steps=args.examples // args.batch,
-                                          batch=args.batch, accum=1, lr=args.lr, max_length=args.max_length,
-                                          out=out))
+        examples=args.examples, steps=args.examples // args.batch,
+        batch=args.batch, accum=1, lr=args.lr, max_length=args.max_length,
+        out=out))
     before = load()
     run_dir, model, tokenizer, manifest = train(load_recipe(recipe))
     after = load()

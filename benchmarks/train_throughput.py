@@ -95,8 +95,8 @@ def run_pair(method: str, args, work: Path) -> dict:
     recipe = work / f"{method}.yaml"
     recipe.write_text(GSM8K_RECIPE.format(
         dtype="float32", method=METHODS[method], data=data, examples=args.examples, steps=steps,
-                                    batch=args.batch, accum=args.grad_accum, lr=args.lr,
-                                    max_length=args.max_length, out=work / f"ft_{method}"))
+        batch=args.batch, accum=args.grad_accum, lr=args.lr,
+        max_length=args.max_length, out=work / f"ft_{method}"))
     peaks = {"finetune": [matmul_peak_gflops()]}
     ours, ours_rss = peak_rss_mib([sys.executable, "-m", "finetune.cli", "train", str(recipe)])
     peaks["finetune"].append(matmul_peak_gflops())

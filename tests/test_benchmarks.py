@@ -1,5 +1,7 @@
 """Benchmark scripts: they compile, and their pure parts compute what they claim."""
 
+import itertools
+import json
 import py_compile
 import sys
 from pathlib import Path
@@ -103,3 +105,28 @@ def test_eval_decode_tiny_run_reports_every_variant(tiny_dir, tmp_path, monkeypa
         assert len(base["outputs"]) == 3
     fp32 = rows[("float32", "generate", 2)]
     assert fp32["decode_mfu"] == pytest.approx(fp32["fp32_ceiling_fraction"])   # fp32: the ceiling is the MFU
+
+
+def _table_after(text: str, marker: str) -> list[list[str]]:
+    """Cells of the first markdown table after `marker` in benchmarks/README.md (header and rule dropped)."""
+    lines = text[text.index(marker):].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    table = itertools.takewhile(lambda line: line.startswith("|"), lines[start:])
+    return [[c.strip() for c in line.strip("|").split("|")] for line in list(table)[2:]]
+
+
+def test_readme_peer_and_slots_tables_are_the_committed_runs():
+    """benchmarks/README.md's LLaMA-Factory and eval-slots figures are the ones results/*.json hold."""
+    text = (BENCH / "README.md").read_text()
+    peer = json.loads((BENCH / "results" / "peer_llamafactory.json").read_text())["results"]
+    rows = _table_after(text, "results/peer_llamafactory.json`), 64 rows")
+    assert len(rows) == len(peer)
+    for row, r in zip(rows, peer):
+        assert row[0].lower().startswith(r["method"])
+        assert float(row[1]) == round(r["finetune"]["tokens_per_s"], 1)
+        assert float(row[2]) == round(r["llamafactory"]["tokens_per_s"], 1)
+        assert row[3] == f"**{r['ratios']['tokens_per_s']:.2f}x**"
+    slots = json.loads((BENCH / "results" / "eval_decode_slots.json").read_text())["results"]
+    rows = _table_after(text, "(`results/eval_decode_slots.json`)")
+    assert [(r[1], int(r[2]), float(r[3])) for r in rows] == \
+        [(s["decoder"], s["slots"], round(s["tokens_per_s"], 1)) for s in slots]

@@ -155,11 +155,11 @@ def test_report_without_training_log_has_no_loss_plot(real_eval_dir, tmp_path):
 
 @pytest.mark.parametrize("diff, p, higher_is_better, shown", [
     (+0.44, 1e-11, True, "+0.44 (better)"),
-    (+0.0125, 1.0, True, "+0.0125 (not significant)"),   # a direction at p = 1 is not "better"
+    (+0.0125, 1.0, True, "+0.0125 (no significant change)"),  # a direction at p = 1 is not "better"
     (-0.2, 0.002, True, "-0.2 (worse)"),
     (-3.3, 0.0005, False, "-3.3 (better)"),               # perplexity: lower is better
     (+0.5, 0.049, False, "+0.5 (worse)"),
-    (+0.5, 0.05, False, "+0.5 (not significant)"),
+    (+0.5, 0.05, False, "+0.5 (no significant change)"),
     (0.0, 1.0, True, "+0"),
 ])
 def test_the_change_column_names_a_direction_only_when_significant(diff, p, higher_is_better, shown):

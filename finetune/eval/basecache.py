@@ -98,7 +98,7 @@ class BaseCache:
 
     def key(self, task, template, *, limit, seed: int) -> str:
         return config_hash(key_parts(task, template, weights=self.weights, limit=limit, seed=seed, dtype=self.dtype,
-                                   batch_size=self.batch_size))
+                                     batch_size=self.batch_size))
 
     def restore(self, task, template, *, limit, seed: int, out_dir: Path) -> tuple[str, str] | None:
         """Copy cached base records of `task` into out_dir (records + scores.json entry); (where, key) or None."""
@@ -129,5 +129,5 @@ class BaseCache:
             "key": key, "task": task_summary, "side": side, "source": self.source or str(out_dir),
             "created": datetime.datetime.now().isoformat(timespec="seconds"),
             "parts": key_parts(task, template, weights=self.weights, limit=limit, seed=seed, dtype=self.dtype,
-                                   batch_size=self.batch_size)})
+                                batch_size=self.batch_size)})
         return key

@@ -69,8 +69,7 @@ def table_rows(comparison: dict) -> list[tuple[str, ...]]:
     rows = []
     for task, res in comparison["tasks"].items():
         for key, m in res["metrics"].items():
-            word = outcome(m["diff"], m["p_value"], m["higher_is_better"])
-            better = "" if m["diff"] == 0 else f"({'not significant' if word == 'no significant change' else word})"
+            better = "" if m["diff"] == 0 else f"({outcome(m['diff'], m['p_value'], m['higher_is_better'])})"
             rows.append((task, key, _num(m["a"]), _num(m["b"]), f"{m['diff']:+.4g} {better}".strip(),
                          f"[{m['ci'][0]:+.4g}, {m['ci'][1]:+.4g}]", f"{m['p_value']:.3g}", m["test"], str(m["n"])))
     return rows

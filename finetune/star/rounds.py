@@ -5,8 +5,9 @@
 Round r samples from the model of round r - 1 (round 1: the base) and trains either from the
 base model (`star.restart: base`, the default and STaR's choice: every round is one finetune of
 the base on the rationales kept this round, which round r - 1's model wrote, so errors do not
-compound across rounds and the model does not drift or overfit its own earlier samples) or from round r - 1's weights
-(`restart: last`: LoRA merged into the weights, RUN/round_<r-1>/merged/, then a fresh adapter).
+compound across rounds and the model does not drift or overfit its own earlier samples) or
+from round r - 1's weights (`restart: last`: LoRA merged into the weights,
+RUN/round_<r-1>/merged/, then a fresh adapter).
 Resuming: samples are appended per batch (a rerun samples only the missing questions), the
 round's training resumes from its last checkpoint (finetune/train.py), eval records resume
 (finetune/eval/harness.py), and star.json records each finished stage, which a rerun skips.
