@@ -61,9 +61,10 @@ def encode_docs(model, tokenizer, task, docs, max_new_tokens: int) -> list[list[
     return [ids for _, _, _, ids, _ in items]
 
 
-def schedule(dtypes: list[str], sizes: list[int], passes: int) -> list[tuple[int, str, str, int]]:
+def schedule(dtypes: list[str], sizes: list[int], passes: int,
+             decoders: tuple[str, ...] = DECODERS) -> list[tuple[int, str, str, int]]:
     """(pass, dtype, decoder, slots) in run order: the baseline first, at the first size only; even passes reversed."""
-    decoders = sorted(DECODERS, key=lambda d: d != BASELINE)
+    decoders = sorted({BASELINE, *decoders}, key=lambda d: (d != BASELINE, DECODERS.index(d)))
     one = [(dt, d, b) for dt in dtypes for d in decoders for b in (sizes[:1] if d == BASELINE else sizes)]
     return [(p, *v) for p in range(1, passes + 1) for v in (one if p % 2 else one[::-1])]
 
@@ -142,7 +143,7 @@ def measure(model, tokenizer, prompts: list[list[int]], args, kw: dict) -> tuple
             run_once(model, tokenizer, prompts[:n], dtype, decoder, n, {**kw, "max_new_tokens": WARMUP_TOKENS})
     peaks = {dt: meter.peak_gflops(getattr(torch, dt)) for dt in dict.fromkeys(["float32", *args.dtypes])}
     runs: dict = {}
-    for p, dtype, decoder, slots in schedule(args.dtypes, args.batch_sizes, args.passes):
+    for p, dtype, decoder, slots in schedule(args.dtypes, args.batch_sizes, args.passes, args.decoders):
         r = run_once(model, tokenizer, prompts, dtype, decoder, slots, kw)
         runs.setdefault((dtype, decoder, slots), []).append({"pass": p, **r})
         print(f"pass {p} {dtype} {decoder} slots {slots}: {r['tokens']} tokens in {r['seconds']:.1f} s = "
@@ -160,6 +161,8 @@ def parse(argv) -> argparse.Namespace:
     ap.add_argument("--batch-sizes", type=csv(int), default=[16, 32],
                     help="slots (rows decoded together), comma-separated; the generate baseline at the first only")
     ap.add_argument("--dtypes", type=csv(str), default=["float32", "bfloat16"], help="float32, bfloat16, float16")
+    ap.add_argument("--decoders", type=csv(str), default=list(DECODERS),
+                    help=f"decoders to time besides the baseline ({BASELINE}, always run): {', '.join(DECODERS)}")
     ap.add_argument("--passes", type=int, default=2, help="runs of every variant, every second pass reversed (ABBA)")
     ap.add_argument("--max-new-tokens", type=int, default=None, help="default: the task's (256)")
     ap.add_argument("--model", default="smollm2-135m-instruct", help="any spec finetune.model.load_model takes")
@@ -167,8 +170,10 @@ def parse(argv) -> argparse.Namespace:
     ap.add_argument("--out", default=None, help="default: benchmarks/results/eval_decode.json")
     args = ap.parse_args(argv)
     bad = [d for d in args.dtypes if d not in ("float32", "bfloat16", "float16")]
+    bad += [d for d in args.decoders if d not in DECODERS]
     if bad or not args.dtypes or not args.batch_sizes or min(args.batch_sizes) < 1 or args.passes < 1:
-        ap.error(f"need dtypes among float32, bfloat16, float16 (got {args.dtypes}), batch sizes >= 1, passes >= 1")
+        ap.error(f"need dtypes among float32, bfloat16, float16 (got {args.dtypes}), decoders among "
+                 f"{', '.join(DECODERS)} (got {args.decoders}), batch sizes >= 1, passes >= 1")
     return args
 
 
@@ -207,7 +212,7 @@ def main(argv: list[str] | None = None) -> Path:
         "flops_per_token": flops, "peak_gflops": {k: round(v, 1) for k, v in peaks.items()},
         "peak_gflops_end": {k: round(meter.matmul_peak_gflops(dtype=getattr(torch, k)), 1) for k in peaks},
         "fp32_ceiling_tokens_per_s": round(ceiling, 1), "order": [list(s) for s in schedule(
-            args.dtypes, args.batch_sizes, args.passes)], "wall_s": round(time.time() - started, 1),
+            args.dtypes, args.batch_sizes, args.passes, args.decoders)], "wall_s": round(time.time() - started, 1),
         "load_start": load_start, "load_end": load(), "results": rows}, indent=2))
     print(f"wrote {out}")
     return out

@@ -28,12 +28,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, SHARED, machine  # noqa: E402
 from lm_eval_agreement import run_lm_eval, run_ours  # noqa: E402
 
+from finetune.eval import BATCH_SIZE  # noqa: E402
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--limit", type=int, default=100)
-    ap.add_argument("--batch-size", type=int, default=16, help="this harness's batch (lm-eval keeps its default 1)")
+    ap.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+                    help=f"this harness's slots (default {BATCH_SIZE}, as `finetune eval`; lm-eval keeps its default 1)")
     ap.add_argument("--lm-eval-batch-size", type=int, default=1)
     ap.add_argument("--levers", action="store_true", help="batch sizes and decode levers of this harness only")
     ap.add_argument("--out", default=None)
@@ -61,7 +64,8 @@ def main():
         lm_s = time.time() - t0
     shipped = ours["gsm8k_cot_8shot"]
     same = sum(lm_docs[i]["output"] == shipped[i]["output"] for i in lm_docs if i in shipped)
-    result = {"machine": machine(), "model": args.model, "examples": args.limit,
+    result = {"machine": machine(), "command": "python benchmarks/eval_throughput.py " + " ".join(sys.argv[1:]),
+              "model": args.model, "examples": args.limit,
               "finetune": {"batch_size": args.batch_size, "seconds": ours_s, "examples_per_s": args.limit / ours_s},
               "lm_eval": {"batch_size": args.lm_eval_batch_size, "seconds": lm_s, "examples_per_s": args.limit / lm_s},
               "speedup": lm_s / ours_s, "identical_predictions": same}

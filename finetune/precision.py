@@ -11,8 +11,8 @@ AMX has bf16 dot-product instructions: on the reference AMX machine a 2048-cube 
 - CPU without the `avx512_bf16` / `amx_bf16` flags: fp32 for training and evaluation, with no
   measurement (an emulated bf16 matmul would take most of a second to time).
 - CPU with them: times a training-shaped (512 x 576 by 576 x 1536) and a decode-shaped
-  (16 x 576 by 576 x 1536) matmul in fp32 and bf16, interleaved, best of a few rounds
-  (~0.2 s, once per process), and uses bf16 where it is at least `MIN_SPEEDUP` times faster:
+  (BATCH_SIZE x 576 by 576 x 1536: the default decode slots) matmul in fp32 and bf16,
+  interleaved, best of a few rounds (~0.2 s, once per process), and uses bf16 where it is at least `MIN_SPEEDUP` times faster:
   training as bf16 mixed precision (fp32 weights, gradients and AdamW state; matmuls under
   `torch.autocast` bf16, which is TRL's `bf16=True` with `use_cpu=True`: accelerate wraps the
   model's forward in the autocast), evaluation with the weights cast to bf16 (autocast would
@@ -32,10 +32,12 @@ import os
 import time
 from dataclasses import asdict, dataclass
 
+from finetune.eval import BATCH_SIZE
+
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of native bf16 dot products
 TRAIN_SHAPE = (512, 576, 1536)   # 512 tokens through a SmolLM2-135M MLP projection
-DECODE_SHAPE = (16, 576, 1536)   # one decode step of a 16-row batch through the same projection
+DECODE_SHAPE = (BATCH_SIZE, 576, 1536)  # one decode step of the default slots through the same projection
 MIN_SPEEDUP = 1.1                # bf16 must beat fp32 by this much; timing noise stays fp32
 PIN_ENV = "FINETUNE_AUTO_PRECISION"  # float32 | bfloat16: what auto means, unmeasured (tests, every rank alike)
 

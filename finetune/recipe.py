@@ -19,6 +19,7 @@ from typing import Literal, Union
 
 import yaml
 
+from finetune.eval import BATCH_SIZE as EVAL_BATCH_SIZE, KV_CACHE_BUDGET
 from finetune.recipe_checks import cross_checks
 from finetune.schema import RecipeError, build, parse_overrides
 from finetune.yamlfile import read_text
@@ -173,7 +174,9 @@ class TrainConfig:
 class EvalConfig:
     tasks: list[str] = _f([], "Eval tasks from eval/ (names or paths), run on base and finetuned models.")
     limit: int | None = _f(None, "Evaluate at most this many examples per task.", min=1)
-    batch_size: int = _f(16, "Prompts per generation batch.", min=1)
+    batch_size: int = _f(EVAL_BATCH_SIZE, "Prompts decoded together (generation slots; log-likelihood rows, "
+                         "within a logits budget); lowered per task where their KV cache would pass "
+                         f"{KV_CACHE_BUDGET / 2**30:g} GiB.", min=1)
     compare_base: bool = _f(True, "Also evaluate the base model and write the comparison report.")
     guard_tasks: list[str] = _f([], "Guard tasks (did finetuning hurt?), scored on both models like `tasks`, each "
                                 "metric with a verdict, e.g. [arc_easy_guard, ifeval_guard]; eval.limit caps them too.")

@@ -64,6 +64,8 @@ def test_eval_decode_schedule_is_abba_with_the_baseline_at_the_first_size():
     baseline = [v[1:] for v in first if v[2] == "generate"]
     assert baseline == [("float32", "generate", 16), ("bfloat16", "generate", 16)]
     assert len(first) == 2 * (1 + 2 + 2)   # per dtype: generate at 16; batched and continuous at 16 and 32
+    only = schedule(["float32"], [16, 64], passes=1, decoders=("continuous",))
+    assert only == [(1, "float32", "generate", 16), (1, "float32", "continuous", 16), (1, "float32", "continuous", 64)]
 
 
 def test_eval_decode_tiny_run_reports_every_variant(tiny_dir, tmp_path, monkeypatch):
@@ -126,7 +128,8 @@ def test_readme_peer_and_slots_tables_are_the_committed_runs():
         assert float(row[1]) == round(r["finetune"]["tokens_per_s"], 1)
         assert float(row[2]) == round(r["llamafactory"]["tokens_per_s"], 1)
         assert row[3] == f"**{r['ratios']['tokens_per_s']:.2f}x**"
-    slots = json.loads((BENCH / "results" / "eval_decode_slots.json").read_text())["results"]
-    rows = _table_after(text, "(`results/eval_decode_slots.json`)")
-    assert [(r[1], int(r[2]), float(r[3])) for r in rows] == \
-        [(s["decoder"], s["slots"], round(s["tokens_per_s"], 1)) for s in slots]
+    for name in ("eval_decode_slots.json", "eval_decode_slots_avx2.json"):
+        slots = json.loads((BENCH / "results" / name).read_text())["results"]
+        rows = _table_after(text, f"(`results/{name}`)")
+        assert [(r[1], int(r[2]), float(r[3])) for r in rows] == \
+            [(s["decoder"], s["slots"], round(s["tokens_per_s"], 1)) for s in slots], name

@@ -6,12 +6,13 @@
 
 from pathlib import Path
 
+from finetune.eval import BATCH_SIZE
 from finetune.eval.pipeline import eval_base_and_finetuned, run_side_names
 from finetune.rundir import base_spec, load_for_eval
 
 
 def eval_run_with_base(run: Path, task_names: list[str], *, model=None, out: Path | None = None,
-                       template: str | None = None, limit=None, seed: int = 0, batch_size: int = 16,
+                       template: str | None = None, limit=None, seed: int = 0, batch_size: int = BATCH_SIZE,
                        dtype: str = "float32", data_path=None, cache: bool = True,
                        command: str = "finetune eval --with-base") -> dict:
     """Evaluate a run directory and its base on tasks into RUN/eval (base records from the cache where the key
@@ -40,7 +41,8 @@ def add_board_args(parser) -> None:
     parser.add_argument("--fill", action="store_true",
                         help="board: evaluate each run on the tasks other runs have and it lacks (base records "
                              "from the base cache where the key matches); without it they are shown as missing")
-    parser.add_argument("--batch-size", type=int, default=16, help="--fill: sequences per batch (default 16)")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+                        help=f"--fill: prompts decoded together (default {BATCH_SIZE})")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                         help="--fill: dtype the runs are evaluated in")
 

@@ -11,6 +11,7 @@ import re
 import sys
 from pathlib import Path
 
+from finetune.eval import BATCH_SIZE
 from finetune.eval.compare import compare
 from finetune.eval.harness import SCORES_FILE, evaluate
 from finetune.eval.pipeline import run_side_names, single_side
@@ -27,7 +28,8 @@ def add_eval_args(parser):
     parser.add_argument("--tasks", required=True,
                         help="comma-separated task names or YAML paths (`finetune ls tasks`); 'all' for every task")
     parser.add_argument("--limit", type=int, default=None, help="at most N documents per task")
-    parser.add_argument("--batch-size", type=int, default=16, help="sequences per batch (default 16)")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+                        help=f"prompts decoded together, lowered to fit the KV cache budget (default {BATCH_SIZE})")
     parser.add_argument("--out", default=None, help="results folder (default: RUN/eval[/finetuned] or runs/eval/NAME)")
     parser.add_argument("--template", default=None,
                         help="prompt template for every task (default: the run's own template, else each task's)")

@@ -28,6 +28,7 @@ import math
 from dataclasses import dataclass, field
 
 from finetune.errors import UserError
+from finetune.eval import BATCH_SIZE
 from finetune.rundir import RunDir, write_atomic
 
 VALUE, SCORES, SECONDS = "task_accuracy", "task_scores", "task_eval_s"  # train-log fields of a scored step
@@ -81,7 +82,7 @@ class Probe:
     higher_is_better: bool
     parts: list  # [(task or ValidationRows, [(doc_id, doc), ...])]
     template: object
-    batch_size: int = 16
+    batch_size: int = BATCH_SIZE
     seed: int = 0
 
     @property

@@ -22,10 +22,13 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from finetune.eval.continuous import greedy_continuous, supports
+from finetune.eval import KV_CACHE_BUDGET
 from finetune.eval.decode import greedy_shared_prefix, plain_greedy
+from finetune.log import progress
 from finetune.speed.perf import fallback
 
 DECODERS = ("continuous", "batched", "generate")
+_TOLD: set = set()  # (asked, bounded) slot counts already reported
 
 
 @dataclass
@@ -56,6 +59,24 @@ def eos_ids(model, tokenizer) -> list[int]:
     return sorted({i for i in ids if i is not None})
 
 
+def kv_bytes_per_token(model) -> int:
+    """Bytes of K and V one token of one row keeps, over all layers, in the model's dtype."""
+    cfg = model.config.get_text_config(decoder=True)
+    heads = cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+    return 2 * cfg.num_hidden_layers * kv_heads * head_dim * next(model.parameters()).element_size()
+
+
+def bounded_slots(model, prompts: list[list[int]], max_new_tokens: int, slots: int, sequences: int = 1,
+                  budget: int | None = None) -> int:
+    """`slots` (prompts decoded together), lowered so their KV cache, each of `sequences` rows holding the
+    longest prompt plus max_new_tokens, fits in `budget` bytes (default KV_CACHE_BUDGET); at least 1."""
+    budget = KV_CACHE_BUDGET if budget is None else budget
+    per_prompt = kv_bytes_per_token(model) * (max(len(p) for p in prompts) + max_new_tokens) * sequences
+    return max(1, min(slots, budget // per_prompt))
+
+
 def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(r) for r in rows)
     ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], dtype=torch.long)
@@ -83,10 +104,20 @@ def generate_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens
                    decoder: str = "continuous") -> list[list[Generation]]:
     """For each prompt, `num_return_sequences` generations (greedy when temperature == 0).
 
-    `slots`: rows decoded together (None: all prompts in one batch). `on_done(i, gens)` is
-    called as prompt i finishes (greedy) or its batch does (sampling)."""
+    `slots`: prompts decoded together (None: all), lowered where their KV cache would pass
+    KV_CACHE_BUDGET (`bounded_slots`; said once per size). `on_done(i, gens)` is called as prompt i
+    finishes (greedy) or its batch does (sampling)."""
     if decoder not in DECODERS:
         raise ValueError(f"unknown decoder {decoder!r}; known: {', '.join(DECODERS)}")
+    if not prompts:
+        return []
+    asked = min(slots or len(prompts), len(prompts))
+    slots = bounded_slots(model, prompts, max_new_tokens, asked, num_return_sequences)
+    if slots < asked and (asked, slots) not in _TOLD:
+        _TOLD.add((asked, slots))
+        times = f" x {num_return_sequences} sequences" if num_return_sequences > 1 else ""
+        progress(f"[eval] decoding {slots} prompts at a time, not {asked}: their KV cache (longest prompt + "
+                 f"{max_new_tokens} new tokens{times}) is kept under {KV_CACHE_BUDGET / 2**30:g} GiB")
     eos = eos_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
     results: list = [None] * len(prompts)
@@ -99,14 +130,14 @@ def generate_batch(model, tokenizer, prompts: list[list[int]], *, max_new_tokens
     greedy = temperature <= 0 and num_return_sequences == 1 and plain_greedy(model)
     why = supports(model) if greedy and decoder == "continuous" else "not asked"
     if why is None:
-        greedy_continuous(model, tokenizer, prompts, slots=slots or len(prompts), max_new_tokens=max_new_tokens,
+        greedy_continuous(model, tokenizer, prompts, slots=slots, max_new_tokens=max_new_tokens,
                           eos=eos, until=until, on_done=lambda i, ids: done(i, [_finish(tokenizer, ids, eos, until,
                                                                                          pad)]))
         return results
     if greedy and decoder == "continuous":
         fallback("continuous batching (eval)", "transformers", f"SDPA full attention; this model has {why}")
     index = list(range(len(prompts)))
-    batches = length_sorted_batches(index, [len(p) for p in prompts], slots) if slots else [index]
+    batches = length_sorted_batches(index, [len(p) for p in prompts], slots)
     for batch in batches:
         rows = [prompts[i] for i in batch]
         if greedy and decoder != "generate":

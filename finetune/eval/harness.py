@@ -13,6 +13,7 @@ import os
 import time
 from pathlib import Path
 
+from finetune.eval import BATCH_SIZE
 from finetune.eval.records import RecordStore, config_hash
 from finetune.eval.scoring import aggregate, failure_counts
 from finetune.eval.tasks import Task
@@ -62,7 +63,7 @@ def _task_summary(task: Task, template, records: list[dict], new: int, seconds: 
 
 
 def evaluate(model, tokenizer, tasks: list[Task], out_dir: Path, *, template_name: str | None = None,
-             batch_size: int = 16, limit: int | None = None, seed: int = 0, label: str = "",
+             batch_size: int = BATCH_SIZE, limit: int | None = None, seed: int = 0, label: str = "",
              decoder: str = "continuous") -> dict:
     """Score `model` on `tasks`; returns {task: {metric: value}} and writes records + scores.json to out_dir.
 
