@@ -1,5 +1,7 @@
 """Generation's slot count is bounded by the KV cache it would hold, the same way on every machine."""
 
+import inspect
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, DynamicCache, LlamaConfig
@@ -25,8 +27,9 @@ def _llama(heads: int, kv_heads: int, head_dim: int | None, layers: int, dtype):
 def test_kv_bytes_per_token_is_what_the_cache_holds(heads, kv_heads, head_dim, layers, dtype):
     model, n = _llama(heads, kv_heads, head_dim, layers, dtype), 7
     cache = DynamicCache(config=model.config)
+    kw = "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
     with torch.no_grad():
-        model(input_ids=torch.arange(n)[None], past_key_values=cache, use_cache=True)
+        model(input_ids=torch.arange(n)[None], **{kw: cache}, use_cache=True)
     held = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
     assert kv_bytes_per_token(model) * n == held
 
