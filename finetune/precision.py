@@ -12,7 +12,8 @@ AMX has bf16 dot-product instructions: on the reference AMX machine a 2048-cube 
   measurement (an emulated bf16 matmul would take most of a second to time).
 - CPU with them: times a training-shaped (512 x 576 by 576 x 1536) and a decode-shaped
   (BATCH_SIZE x 576 by 576 x 1536: the default decode slots) matmul in fp32 and bf16,
-  interleaved, best of a few rounds (~0.2 s, once per process), and uses bf16 where it is at least `MIN_SPEEDUP` times faster:
+  interleaved, best of a few rounds (~0.2 s, once per process), and uses bf16 where it is at
+  least `MIN_SPEEDUP` times faster:
   training as bf16 mixed precision (fp32 weights, gradients and AdamW state; matmuls under
   `torch.autocast` bf16, which is TRL's `bf16=True` with `use_cpu=True`: accelerate wraps the
   model's forward in the autocast), evaluation with the weights cast to bf16 (autocast would

@@ -133,3 +133,20 @@ def test_readme_peer_and_slots_tables_are_the_committed_runs():
         rows = _table_after(text, f"(`results/{name}`)")
         assert [(r[1], int(r[2]), float(r[3])) for r in rows] == \
             [(s["decoder"], s["slots"], round(s["tokens_per_s"], 1)) for s in slots], name
+
+
+def test_readme_eval_figures_are_the_committed_runs():
+    """The 8-shot lm-eval ratio and the best zero-shot slot figures in both READMEs are what the runs wrote."""
+    ev = json.loads((BENCH / "results" / "eval_throughput.json").read_text())
+    rows = _table_after((BENCH / "README.md").read_text(), "(`results/eval_throughput.json`)")
+    assert float(rows[0][1]) == round(ev["finetune"]["examples_per_s"], 3)
+    assert float(rows[1][1]) == round(ev["lm_eval"]["examples_per_s"], 3)
+    assert rows[2][1] == f"**{ev['speedup']:.2f}x**"
+    assert rows[2][2] == f"identical greedy predictions: **{ev['identical_predictions']}/{ev['examples']}**"
+    slots = json.loads((BENCH / "results" / "eval_decode_slots_avx2.json").read_text())
+    best = max(slots["results"], key=lambda r: r["tokens_per_s"])
+    main = " ".join((BENCH.parent / "README.md").read_text().split())
+    assert f"runs at **{ev['speedup']:.2f}x** `lm_eval --model hf`" in main
+    assert (f"at {best['vs_generate']:.2f}x `model.generate` with {best['slots']} slots, identical outputs, "
+            f"{100 * best['fp32_ceiling_fraction']:.1f}% of the fp32 matmul ceiling") in main
+    assert best["identical_to_generate"]["identical"] == best["identical_to_generate"]["n"]

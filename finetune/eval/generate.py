@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from finetune.eval.continuous import greedy_continuous, supports
 from finetune.eval import KV_CACHE_BUDGET
+from finetune.eval.continuous import greedy_continuous, supports
 from finetune.eval.decode import greedy_shared_prefix, plain_greedy
 from finetune.log import progress
 from finetune.speed.perf import fallback
