@@ -3,6 +3,8 @@
     python benchmarks/eval_decode.py                                # 40 GSM8K docs, slots 16 and 32, fp32 + bf16
     python benchmarks/eval_decode.py --limit 4 --max-new-tokens 16  # smoke run: the whole path, short
     python benchmarks/eval_decode.py --dtypes float32 --passes 1    # fp32 only, one pass
+    python benchmarks/eval_decode.py --limit 200 --dtypes float32 --passes 1 --decoders continuous \
+        --batch-sizes 128 --baseline-slots 16                       # the default slots vs generate at 16
 
 Issue #17 s1 ("generation eval close to the compute limit"). The packaged SmolLM2-135M-Instruct on
 the first `--limit` GSM8K test documents of `gsm8k_cot_zeroshot` (eval/gsm8k_cot_zeroshot.yaml:
@@ -61,11 +63,13 @@ def encode_docs(model, tokenizer, task, docs, max_new_tokens: int) -> list[list[
     return [ids for _, _, _, ids, _ in items]
 
 
-def schedule(dtypes: list[str], sizes: list[int], passes: int,
-             decoders: tuple[str, ...] = DECODERS) -> list[tuple[int, str, str, int]]:
-    """(pass, dtype, decoder, slots) in run order: the baseline first, at the first size only; even passes reversed."""
+def schedule(dtypes: list[str], sizes: list[int], passes: int, decoders: tuple[str, ...] = DECODERS,
+             baseline_slots: int | None = None) -> list[tuple[int, str, str, int]]:
+    """(pass, dtype, decoder, slots) in run order: the baseline first, at `baseline_slots` only (default: the
+    first size); even passes reversed."""
     decoders = sorted({BASELINE, *decoders}, key=lambda d: (d != BASELINE, DECODERS.index(d)))
-    one = [(dt, d, b) for dt in dtypes for d in decoders for b in (sizes[:1] if d == BASELINE else sizes)]
+    base = [baseline_slots or sizes[0]]
+    one = [(dt, d, b) for dt in dtypes for d in decoders for b in (base if d == BASELINE else sizes)]
     return [(p, *v) for p in range(1, passes + 1) for v in (one if p % 2 else one[::-1])]
 
 
@@ -89,14 +93,14 @@ def agreement(outputs: list[str], reference: list[str], doc_ids: list[int]) -> d
     return {"identical": len(doc_ids) - len(differ), "n": len(doc_ids), "first_differing": differ[:SHOW_DIFFERING]}
 
 
-def summarise(runs: dict, doc_ids: list[int], sizes: list[int], flops: int, peaks: dict) -> list[dict]:
+def summarise(runs: dict, doc_ids: list[int], baseline_slots: int, flops: int, peaks: dict) -> list[dict]:
     """Per variant: summed tokens and seconds over its passes, MFU, ratio and agreement with the baselines."""
     ceiling = peaks["float32"] * 1e9 / flops
     out = []
     for (dtype, decoder, slots), parts in runs.items():
         tokens, seconds = sum(p["tokens"] for p in parts), sum(p["seconds"] for p in parts)
         tps, outputs = tokens / seconds, parts[0]["outputs"]
-        base = runs[(dtype, BASELINE, sizes[0])]
+        base = runs[(dtype, BASELINE, baseline_slots)]
         base_tps = sum(p["tokens"] for p in base) / sum(p["seconds"] for p in base)
         row = {"dtype": dtype, "decoder": decoder, "slots": slots, "tokens": tokens, "seconds": round(seconds, 3),
                "tokens_per_s": round(tps, 2), "decode_mfu": tps * flops / (peaks[dtype] * 1e9),
@@ -143,7 +147,8 @@ def measure(model, tokenizer, prompts: list[list[int]], args, kw: dict) -> tuple
             run_once(model, tokenizer, prompts[:n], dtype, decoder, n, {**kw, "max_new_tokens": WARMUP_TOKENS})
     peaks = {dt: meter.peak_gflops(getattr(torch, dt)) for dt in dict.fromkeys(["float32", *args.dtypes])}
     runs: dict = {}
-    for p, dtype, decoder, slots in schedule(args.dtypes, args.batch_sizes, args.passes, args.decoders):
+    for p, dtype, decoder, slots in schedule(args.dtypes, args.batch_sizes, args.passes, args.decoders,
+                                             args.baseline_slots):
         r = run_once(model, tokenizer, prompts, dtype, decoder, slots, kw)
         runs.setdefault((dtype, decoder, slots), []).append({"pass": p, **r})
         print(f"pass {p} {dtype} {decoder} slots {slots}: {r['tokens']} tokens in {r['seconds']:.1f} s = "
@@ -160,6 +165,8 @@ def parse(argv) -> argparse.Namespace:
     ap.add_argument("--limit", type=int, default=40, help="the first N GSM8K test documents")
     ap.add_argument("--batch-sizes", type=csv(int), default=[16, 32],
                     help="slots (rows decoded together), comma-separated; the generate baseline at the first only")
+    ap.add_argument("--baseline-slots", type=int, default=None,
+                    help="the generate baseline's batch size instead (it then runs at that size only)")
     ap.add_argument("--dtypes", type=csv(str), default=["float32", "bfloat16"], help="float32, bfloat16, float16")
     ap.add_argument("--decoders", type=csv(str), default=list(DECODERS),
                     help=f"decoders to time besides the baseline ({BASELINE}, always run): {', '.join(DECODERS)}")
@@ -171,7 +178,8 @@ def parse(argv) -> argparse.Namespace:
     args = ap.parse_args(argv)
     bad = [d for d in args.dtypes if d not in ("float32", "bfloat16", "float16")]
     bad += [d for d in args.decoders if d not in DECODERS]
-    if bad or not args.dtypes or not args.batch_sizes or min(args.batch_sizes) < 1 or args.passes < 1:
+    if bad or not args.dtypes or not args.batch_sizes or min(args.batch_sizes) < 1 or args.passes < 1 \
+            or (args.baseline_slots is not None and args.baseline_slots < 1):
         ap.error(f"need dtypes among float32, bfloat16, float16 (got {args.dtypes}), decoders among "
                  f"{', '.join(DECODERS)} (got {args.decoders}), batch sizes >= 1, passes >= 1")
     return args
@@ -199,7 +207,7 @@ def main(argv: list[str] | None = None) -> Path:
     prompts = encode_docs(model, tokenizer, task, docs, max_new)
     runs, peaks = measure(model, tokenizer, prompts, args, dict(max_new_tokens=max_new, until=list(gen["until"])))
     flops = meter.DecodeMeter(model).flops_per_token  # 2N
-    rows = summarise(runs, [i for i, _ in docs], args.batch_sizes, flops, peaks)
+    rows = summarise(runs, [i for i, _ in docs], args.baseline_slots or args.batch_sizes[0], flops, peaks)
     ceiling = peaks["float32"] * 1e9 / flops
     print(table(rows, ceiling), flush=True)
     out = Path(args.out or REPO / "benchmarks" / "results" / "eval_decode.json")

@@ -66,6 +66,8 @@ def test_eval_decode_schedule_is_abba_with_the_baseline_at_the_first_size():
     assert len(first) == 2 * (1 + 2 + 2)   # per dtype: generate at 16; batched and continuous at 16 and 32
     only = schedule(["float32"], [16, 64], passes=1, decoders=("continuous",))
     assert only == [(1, "float32", "generate", 16), (1, "float32", "continuous", 16), (1, "float32", "continuous", 64)]
+    apart = schedule(["float32"], [128], passes=1, decoders=("continuous",), baseline_slots=16)
+    assert apart == [(1, "float32", "generate", 16), (1, "float32", "continuous", 128)]
 
 
 def test_eval_decode_tiny_run_reports_every_variant(tiny_dir, tmp_path, monkeypatch):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from _eval_helpers import sharp_model, tokenizer
-from finetune.eval import decode, generate
+from finetune.eval import continuous, decode, generate
 from finetune.eval.generate import generate_batch
 
 PREFIX = "Q: 12+3? A: 15. Q: 7*2? A: 14. Q: 9-4? A: 5.\n"
@@ -102,7 +102,9 @@ def _frequent_token(model, tok, prompts):
 
 @pytest.mark.parametrize("until", [[], ["Q:"], ["?", "\n"]])
 @pytest.mark.parametrize("slots", [1, 3, 5])
-def test_continuous_equals_model_generate_one_prompt_at_a_time(model, tok, until, slots):
+@pytest.mark.parametrize("fill_tokens", [1, 40, 2048])  # one document per prefill forward .. all free slots at once
+def test_continuous_equals_model_generate_one_prompt_at_a_time(model, tok, monkeypatch, until, slots, fill_tokens):
+    monkeypatch.setattr(continuous, "FILL_TOKENS", fill_tokens)
     prompts = _many(tok)
     fast = generate_batch(model, tok, prompts, max_new_tokens=20, until=until, slots=slots)
     slow = generate_batch(model, tok, prompts, max_new_tokens=20, until=until, slots=1, decoder="generate")
@@ -115,20 +117,28 @@ def test_continuous_with_eos_refills_slots_and_reports_each_document_as_it_ends(
     monkeypatch.setattr(model.generation_config, "eos_token_id", _frequent_token(model, tok, prompts))
     slow = generate_batch(model, tok, prompts, max_new_tokens=24, until=["?"], slots=1, decoder="generate")
     assert len({g[0].n_tokens for g in slow}) > 3 and any(not g[0].truncated for g in slow)  # varied stops
-    rows, order, forward = [], [], model.forward
-
-    def spy(*args, **kwargs):
-        rows.append(kwargs["input_ids"].shape)
-        return forward(*args, **kwargs)
-
-    monkeypatch.setattr(model, "forward", spy)
+    steps, fills, order = [], [], []
+    step, fill = continuous._Decoder.step, continuous._Decoder.fill
+    monkeypatch.setattr(continuous._Decoder, "step", lambda self, t, p: steps.append(len(t)) or step(self, t, p))
+    monkeypatch.setattr(continuous._Decoder, "fill", lambda self, r, s, d: fills.append(len(r)) or fill(self, r, s, d))
     fast = generate_batch(model, tok, prompts, max_new_tokens=24, until=["?"], slots=4,
                           on_done=lambda i, gens: order.append(i))
     assert [g[0] for g in fast] == [g[0] for g in slow]
     assert sorted(order) == list(range(len(prompts)))          # each document reported once
-    steps = [r[0] for r in rows if r[1] == 1]
     assert max(steps) == 4 and steps.count(4) > 24              # 4 slots kept busy across refills
-    assert sum(r[0] == 1 and r[1] > 1 for r in rows) >= len(prompts)  # one prefill per document
+    assert sum(fills) == len(prompts) and fills[0] == 4         # each document prefilled once; slots free together
+
+
+@pytest.mark.parametrize("gone", [[1, 4], [4], [0, 1, 2, 3], [3, 4], [0, 2, 4]])
+def test_dropping_slots_moves_the_last_live_ones_into_the_gaps(model, gone):
+    dec = continuous._Decoder(model, 5, 16)
+    with torch.inference_mode():
+        dec.fill(list(range(5)), 0, [[3 + r] * (2 + r) for r in range(5)])
+        before = [layer.keys.clone() for layer in dec.cache.layers]
+        kept = dec.drop(gone)
+    assert sorted(kept) == [r for r in range(5) if r not in gone] and dec.live == len(kept)
+    for layer, old in zip(dec.cache.layers, before):
+        assert layer.keys.shape[0] == len(kept) and torch.equal(layer.keys, old[kept])
 
 
 def test_continuous_shares_the_prefix_of_all_prompts_once(model, tok, monkeypatch):
