@@ -23,7 +23,7 @@ data:
   datasets: [{{name: gsm8k, path: "{data}", limit: {examples}}}]
   max_length: {max_length}
 train: {{max_steps: {steps}, batch_size: {batch}, grad_accum: {accum}, lr: {lr}, save_steps: 100000,
-        logging_steps: 1, warmup_ratio: 0.0, scheduler: linear}}
+        logging_steps: 1, warmup_ratio: 0.0, scheduler: linear, seed: {seed}}}
 output: {{dir: "{out}", overwrite: true}}
 """
 LORA_R = 16

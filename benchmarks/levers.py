@@ -94,7 +94,7 @@ def measure(variant: str, args, work: Path) -> dict:
     recipe.write_text(GSM8K_RECIPE.format(
         dtype="float32", method=METHODS[args.method], data=need_shared("gsm8k/train.jsonl"),
         examples=args.examples, steps=args.steps, batch=4, accum=1, lr=2.0e-4,
-        max_length=512, out=out))
+        max_length=512, out=out, seed=42))
     run, rss = peak_rss_mib([sys.executable, __file__, "--child", variant, str(recipe)])
     run = RunDir(out)
     steps = [r for r in run.train_log() if "num_tokens" in r and "time" in r]

@@ -1,6 +1,7 @@
 """Peer benchmark: `finetune train` vs LLaMA-Factory (`llamafactory-cli train`), freeze-last-2 and LoRA r16.
 
     python benchmarks/peer_llamafactory.py --lf-venv /work/lf-venv            # freeze, then LoRA
+    python benchmarks/peer_llamafactory.py --seeds 42,1,2,3 --finetune-only   # finetune's held-out spread over seeds
 
 Optional, not a project dependency: LLaMA-Factory lives in its own venv (it pins older
 transformers/peft/trl/datasets); this script only runs its `llamafactory-cli` as a
@@ -35,7 +36,9 @@ finetune then LLaMA-Factory; LoRA: LLaMA-Factory then finetune):
   - final loss: the last logged step loss, the mean step loss (`train_loss`), and the
     held-out loss on the first K GSM8K test rows, the same code for both models
     (train_throughput.heldout_loss);
-  - `uptime` load averages before and after each run (the reference VM is shared).
+  - `uptime` load averages before and after each run (the reference VM is shared);
+  - with `--seeds a,b,..`: finetune again with each further seed (data order, LoRA init),
+    and the spread of its held-out loss, which a gap between the tools is read against.
 Writes benchmarks/results/peer_llamafactory.json.
 """
 
@@ -79,7 +82,7 @@ learning_rate: {lr}
 max_steps: {steps}
 lr_scheduler_type: linear
 warmup_ratio: 0.0
-seed: 42
+seed: {seed}
 """
 LF_METHODS = {
     "freeze": "finetuning_type: freeze\nfreeze_trainable_layers: 2\nfreeze_trainable_modules: all",
@@ -150,16 +153,16 @@ def lf_first_example(log_text: str) -> tuple[list[int], list[int]]:
     return (json.loads(ids.group(1)) if ids else []), (json.loads(labels.group(1)) if labels else [])
 
 
-def run_finetune(method: str, args, work: Path, data: Path) -> dict:
+def run_finetune(method: str, args, work: Path, data: Path, seed: int) -> dict:
     from finetune.rundir import RunDir
 
-    out = work / f"ft_{method}"
-    recipe = work / f"ft_{method}.yaml"
+    out = work / f"ft_{method}_{seed}"
+    recipe = work / f"ft_{method}_{seed}.yaml"
     recipe.write_text(GSM8K_RECIPE.format(
         dtype=args.dtype, method=METHODS[method], data=data, examples=args.rows, steps=args.steps,
-        batch=args.batch, accum=1, lr=args.lr, max_length=args.cutoff, out=out))
+        batch=args.batch, accum=1, lr=args.lr, max_length=args.cutoff, out=out, seed=seed))
     before = load()
-    m = run_measured([sys.executable, "-m", "finetune.cli", "train", str(recipe)], work / f"ft_{method}.log")
+    m = run_measured([sys.executable, "-m", "finetune.cli", "train", str(recipe)], work / f"ft_{method}_{seed}.log")
     m["load_before"], m["load_after"] = before, load()
     run = RunDir(out)
     manifest, logs = run.manifest(), run.train_log()
@@ -180,7 +183,8 @@ def run_llamafactory(method: str, args, work: Path, model: str) -> dict:
     out = work / f"lf_{method}"
     cfg = work / f"lf_{method}.yaml"
     cfg.write_text(LF_YAML.format(model=model, method=LF_METHODS[method], dataset_dir=work / "lf_data",
-                                  cutoff=args.cutoff, out=out, batch=args.batch, lr=args.lr, steps=args.steps))
+                                  cutoff=args.cutoff, out=out, batch=args.batch, lr=args.lr, steps=args.steps,
+                                  seed=args.seeds[0]))
     cli = Path(args.lf_venv) / "bin" / "llamafactory-cli"
     env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "DISABLE_VERSION_CHECK": "1", "VIRTUAL_ENV": str(args.lf_venv),
@@ -214,11 +218,15 @@ def main():
     ap.add_argument("--methods", default="freeze,lora")
     ap.add_argument("--heldout", type=int, default=32, help="GSM8K test rows for the held-out loss (0: skip)")
     ap.add_argument("--work", default=None, help="keep run folders, logs and the converted data here (default: temp)")
+    ap.add_argument("--seeds", type=lambda t: [int(x) for x in t.split(",")], default=[42],
+                    help="the first: both tools' seed; the others: finetune again with each, for the spread of its "
+                         "held-out loss over data order (and LoRA init) that a gap between the tools is read against")
+    ap.add_argument("--finetune-only", action="store_true", help="skip LLaMA-Factory (the seed spread alone)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "peer_llamafactory.json"))
     args = ap.parse_args()
     args.rows = args.steps * args.batch
     cli = Path(args.lf_venv) / "bin" / "llamafactory-cli"
-    if not cli.is_file():
+    if not args.finetune_only and not cli.is_file():
         sys.exit(f"{cli} not found: install LLaMA-Factory in its own venv first (benchmarks/README.md)")
 
     from transformers import AutoTokenizer
@@ -242,34 +250,47 @@ def main():
     (work / "lf_data" / "dataset_info.json").write_text(json.dumps({"peer_gsm8k": {
         "file_name": "rows.json", "columns": {"prompt": "instruction", "query": "input", "response": "output",
                                               "system": "system"}}}))
-    lf_version = subprocess.run([str(Path(args.lf_venv) / "bin" / "python"), "-c",
-                                 "import llamafactory, transformers, peft, trl, torch; print(llamafactory.__version__,"
-                                 " transformers.__version__, peft.__version__, trl.__version__, torch.__version__)"],
-                                capture_output=True, text=True).stdout.split()
+    lf_version = None if args.finetune_only else subprocess.run(
+        [str(Path(args.lf_venv) / "bin" / "python"), "-c",
+         "import llamafactory, transformers, peft, trl, torch; print(llamafactory.__version__,"
+         " transformers.__version__, peft.__version__, trl.__version__, torch.__version__)"],
+        capture_output=True, text=True).stdout.split()
+    sides = ["finetune"] if args.finetune_only else ["finetune", "llamafactory"]
 
     results = []
     for i, method in enumerate(args.methods.split(",")):
-        order = ["finetune", "llamafactory"] if i % 2 == 0 else ["llamafactory", "finetune"]
+        order = sides if i % 2 == 0 else sides[::-1]
         r = {"method": method, "order": order}
         for side in order:
             print(f"{method}: {side} ... (load {' '.join(f'{x:.1f}' for x in load())})", flush=True)
-            r[side] = run_finetune(method, args, work, data) if side == "finetune" else \
+            r[side] = run_finetune(method, args, work, data, args.seeds[0]) if side == "finetune" else \
                 run_llamafactory(method, args, work, model)
             r[side]["tokens_per_s"] = tokens / r[side]["train_runtime_s"]
             print(f"  {r[side]['tokens_per_s']:.1f} tok/s, train {r[side]['train_runtime_s']:.0f} s, "
                   f"wall {r[side]['wall_s']:.0f} s, process CPU {r[side]['cpu_s']:.0f} s, "
                   f"peak RSS {r[side]['maxrss_mib']:.0f} MiB", flush=True)
-        ids, labels = r["llamafactory"]["first_example"]["input_ids"], r["llamafactory"]["first_example"]["label_ids"]
-        r["first_example_identical"] = ids == encs[0]["input_ids"] and labels == encs[0]["labels"]
+        r["finetune_other_seeds"] = [{"seed": s, **run_finetune(method, args, work, data, s)} for s in args.seeds[1:]]
+        if "llamafactory" in r:
+            first = r["llamafactory"]["first_example"]
+            r["first_example_identical"] = first["input_ids"] == encs[0]["input_ids"] and \
+                first["label_ids"] == encs[0]["labels"]
         results.append(r)
     if args.heldout:
         from train_throughput import heldout_loss
 
         test = [json.loads(line) for line in open(need_shared("gsm8k/test.jsonl"))][: args.heldout]
         for r in results:
-            for side in ("finetune", "llamafactory"):
-                r[side]["heldout_loss"] = heldout_loss(r[side]["weights"], model, test)
+            for side in [*sides, *r["finetune_other_seeds"]]:
+                run = r[side] if isinstance(side, str) else side
+                run["heldout_loss"] = heldout_loss(run["weights"], model, test)
+            spread = [r["finetune"]["heldout_loss"]] + [s["heldout_loss"] for s in r["finetune_other_seeds"]]
+            r["finetune_heldout_over_seeds"] = {"seeds": args.seeds, "heldout_loss": spread,
+                                                "min": min(spread), "max": max(spread)}
+            print(f"{r['method']}: finetune held-out loss over seeds {args.seeds}: "
+                  f"{', '.join(f'{x:.4f}' for x in spread)}", flush=True)
     for r in results:
+        if args.finetune_only:
+            continue
         f, p = r["finetune"], r["llamafactory"]
         r["ratios"] = {"tokens_per_s": f["tokens_per_s"] / p["tokens_per_s"],
                        "maxrss": f["maxrss_mib"] / p["maxrss_mib"],

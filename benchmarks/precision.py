@@ -73,7 +73,7 @@ def train_once(method: str, side: str, args, work: Path, rows: list[dict]) -> di
         dtype="auto", method=METHODS[method], data=need_shared("gsm8k/train.jsonl"),
         examples=args.examples, steps=args.examples // args.batch,
         batch=args.batch, accum=1, lr=args.lr, max_length=args.max_length,
-        out=out))
+        out=out, seed=42))
     before = load()
     run_dir, model, tokenizer, manifest = train(load_recipe(recipe))
     after = load()

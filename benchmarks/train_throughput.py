@@ -96,7 +96,7 @@ def run_pair(method: str, args, work: Path) -> dict:
     recipe.write_text(GSM8K_RECIPE.format(
         dtype="float32", method=METHODS[method], data=data, examples=args.examples, steps=steps,
         batch=args.batch, accum=args.grad_accum, lr=args.lr,
-        max_length=args.max_length, out=work / f"ft_{method}"))
+        max_length=args.max_length, out=work / f"ft_{method}", seed=42))
     peaks = {"finetune": [matmul_peak_gflops()]}
     ours, ours_rss = peak_rss_mib([sys.executable, "-m", "finetune.cli", "train", str(recipe)])
     peaks["finetune"].append(matmul_peak_gflops())

@@ -3,6 +3,7 @@
 import itertools
 import json
 import py_compile
+import subprocess
 import sys
 from pathlib import Path
 
@@ -111,6 +112,29 @@ def test_eval_decode_tiny_run_reports_every_variant(tiny_dir, tmp_path, monkeypa
     assert fp32["decode_mfu"] == pytest.approx(fp32["fp32_ceiling_fraction"])   # fp32: the ceiling is the MFU
 
 
+def test_decode_levers_tiny_run_compares_a_committed_decoder_with_the_current_one(tiny_dir, tmp_path):
+    """`decode_levers.py` end to end on the 2-layer model against HEAD's continuous.py: same ids, every run split."""
+    import json
+
+    import decode_levers
+    from common import SHARED
+
+    if not (SHARED / "gsm8k" / "test.jsonl").is_file():
+        pytest.skip(f"no GSM8K data under {SHARED}")
+    if subprocess.run(["git", "cat-file", "-e", "HEAD:finetune/eval/continuous.py"], cwd=BENCH.parent).returncode:
+        pytest.skip("not a git checkout with finetune/eval/continuous.py committed")
+    decode_levers.main(["--model", tiny_dir, "--rev", "HEAD", "--limit", "5", "--slots", "2", "--max-new-tokens", "4",
+                        "--order", "ABBA", "--out", str(tmp_path / "levers.json")])
+    result = json.loads((tmp_path / "levers.json").read_text())
+    assert result["identical_ids"] is True and result["documents"] == 5
+    assert [len(result["runs"][s]) for s in "AB"] == [2, 2]
+    for run in result["runs"]["A"] + result["runs"]["B"]:
+        assert 0 < run["tokens"] <= 5 * 4 and run["split_s"]["fill"] > 0 and run["split_s"]["step"] >= 0
+        assert sum(run["split_s"].values()) == pytest.approx(run["seconds"], abs=0.05)
+    assert result["ratio_now_vs_rev"] == pytest.approx(result["tokens_per_s"]["B"] / result["tokens_per_s"]["A"],
+                                                       rel=1e-2)
+
+
 def _table_after(text: str, marker: str) -> list[list[str]]:
     """Cells of the first markdown table after `marker` in benchmarks/README.md (header and rule dropped)."""
     lines = text[text.index(marker):].splitlines()
@@ -130,7 +154,7 @@ def test_readme_peer_and_slots_tables_are_the_committed_runs():
         assert float(row[1]) == round(r["finetune"]["tokens_per_s"], 1)
         assert float(row[2]) == round(r["llamafactory"]["tokens_per_s"], 1)
         assert row[3] == f"**{r['ratios']['tokens_per_s']:.2f}x**"
-    for name in ("eval_decode_slots.json", "eval_decode_slots_avx2.json"):
+    for name in ("eval_decode_slots.json", "eval_decode_slots_avx2.json", "eval_decode_continuous_avx2.json"):
         slots = json.loads((BENCH / "results" / name).read_text())["results"]
         rows = _table_after(text, f"(`results/{name}`)")
         assert [(r[1], int(r[2]), float(r[3])) for r in rows] == \
@@ -145,10 +169,12 @@ def test_readme_eval_figures_are_the_committed_runs():
     assert float(rows[1][1]) == round(ev["lm_eval"]["examples_per_s"], 3)
     assert rows[2][1] == f"**{ev['speedup']:.2f}x**"
     assert rows[2][2] == f"identical greedy predictions: **{ev['identical_predictions']}/{ev['examples']}**"
-    slots = json.loads((BENCH / "results" / "eval_decode_slots_avx2.json").read_text())
-    best = max(slots["results"], key=lambda r: r["tokens_per_s"])
+    run = json.loads((BENCH / "results" / "eval_decode_continuous_avx2.json").read_text())
+    best = max(run["results"], key=lambda r: r["tokens_per_s"])
     main = " ".join((BENCH.parent / "README.md").read_text().split())
     assert f"runs at **{ev['speedup']:.2f}x** `lm_eval --model hf`" in main
+    assert f"fp32 peak {run['peak_gflops']['float32']} GFLOP/s)" in main
     assert (f"at {best['vs_generate']:.2f}x `model.generate` with {best['slots']} slots, identical outputs, "
-            f"{100 * best['fp32_ceiling_fraction']:.1f}% of the fp32 matmul ceiling") in main
+            f"{100 * best['fp32_ceiling_fraction']:.1f}% of the fp32 matmul ceiling ({best['tokens_per_s']:.1f} "
+            f"tokens/s)") in main
     assert best["identical_to_generate"]["identical"] == best["identical_to_generate"]["n"]
