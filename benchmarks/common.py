@@ -75,6 +75,37 @@ def matmul_peak_gflops(n: int = 2048, seconds: float = 3.0, dtype=torch.float32)
     return peak(n, seconds, dtype)
 
 
+def run_measured(cmd: list[str], log: Path, env: dict | None = None) -> dict:
+    """Run cmd (output to log), polling its process tree's RSS; also the child's ru_maxrss via wait4."""
+    import psutil
+
+    t0 = time.time()
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        tree_peak, done = [0], threading.Event()
+
+        def poll():
+            root = psutil.Process(proc.pid)
+            while not done.is_set():
+                try:
+                    procs = [root] + root.children(recursive=True)
+                    tree_peak[0] = max(tree_peak[0], sum(p.memory_info().rss for p in procs))
+                except psutil.Error:
+                    pass
+                done.wait(0.2)
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        done.set()
+        poller.join()
+    rc = os.waitstatus_to_exitcode(status)
+    if rc != 0:
+        sys.exit(f"command failed ({rc}): {' '.join(cmd)}\n{log.read_text()[-3000:]}")
+    return {"wall_s": time.time() - t0, "cpu_s": usage.ru_utime + usage.ru_stime,
+            "maxrss_mib": usage.ru_maxrss / 1024, "tree_peak_rss_mib": tree_peak[0] / 2**20}
+
+
 def load() -> list[float]:
     """The 1-, 5- and 15-minute load averages, rounded: recorded beside every timing on a shared machine."""
     return [round(x, 2) for x in os.getloadavg()]

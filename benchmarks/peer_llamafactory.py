@@ -49,12 +49,10 @@ import re
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import GSM8K_RECIPE, LORA_R, METHODS, REPO, need_shared  # noqa: E402
+from common import GSM8K_RECIPE, LORA_R, METHODS, REPO, load, need_shared, run_measured  # noqa: E402
 
 SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"  # the model's chat template's
 
@@ -89,41 +87,6 @@ LF_METHODS = {
     "lora": f"finetuning_type: lora\nlora_rank: {LORA_R}\nlora_alpha: {2 * LORA_R}\nlora_dropout: 0.0\n"
             "lora_target: all",
 }
-
-
-def load() -> list[float]:
-    return [float(x) for x in os.getloadavg()]
-
-
-def run_measured(cmd: list[str], log: Path, env: dict | None = None) -> dict:
-    """Run cmd (output to log), polling its process tree's RSS; also the child's ru_maxrss via wait4."""
-    import psutil
-
-    t0 = time.time()
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-        tree_peak, done = [0], threading.Event()
-
-        def poll():
-            root = psutil.Process(proc.pid)
-            while not done.is_set():
-                try:
-                    procs = [root] + root.children(recursive=True)
-                    tree_peak[0] = max(tree_peak[0], sum(p.memory_info().rss for p in procs))
-                except psutil.Error:
-                    pass
-                done.wait(0.2)
-
-        poller = threading.Thread(target=poll, daemon=True)
-        poller.start()
-        _, status, usage = os.wait4(proc.pid, 0)
-        done.set()
-        poller.join()
-    rc = os.waitstatus_to_exitcode(status)
-    if rc != 0:
-        sys.exit(f"command failed ({rc}): {' '.join(cmd)}\n{log.read_text()[-3000:]}")
-    return {"wall_s": time.time() - t0, "cpu_s": usage.ru_utime + usage.ru_stime,
-            "maxrss_mib": usage.ru_maxrss / 1024, "tree_peak_rss_mib": tree_peak[0] / 2**20}
 
 
 def select_rows(tok, cutoff: int, n: int) -> tuple[list[dict], list[dict]]:

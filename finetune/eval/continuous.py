@@ -160,6 +160,7 @@ class _Decoder:
         self.live = n
         return order[:n]
 
+
 @torch.inference_mode()
 def greedy_continuous(model, tokenizer, prompts: list[list[int]], *, slots: int, max_new_tokens: int,
                       eos: list[int], until: list[str], on_done=None) -> list[list[int]]:
