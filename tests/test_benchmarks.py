@@ -161,6 +161,22 @@ def test_readme_peer_and_slots_tables_are_the_committed_runs():
             [(s["decoder"], s["slots"], round(s["tokens_per_s"], 1)) for s in slots], name
 
 
+def test_readme_decode_levers_and_seed_figures_are_the_committed_runs():
+    """benchmarks/README.md's decode-lever table and finetune's held-out losses over seeds are what the runs wrote."""
+    text = (BENCH / "README.md").read_text()
+    levers = json.loads((BENCH / "results" / "decode_levers.json").read_text())
+    rows = _table_after(text, "(`results/decode_levers.json`)")
+    assert [float(r[2]) for r in rows] == [levers["tokens_per_s"]["A"], levers["tokens_per_s"]["B"]]
+    assert rows[1][3] == f"**{levers['ratio_now_vs_rev']:.2f}x**" and levers["identical_ids"]
+    for row, side in zip(rows, "AB"):
+        split = [r["split_s"] for r in levers["runs"][side]]
+        assert row[4] == ", ".join(f"{s['fill']:.1f}" for s in split)
+        assert row[5] == ", ".join(f"{s['step']:.1f}" for s in split)
+    seeds = json.loads((BENCH / "results" / "peer_finetune_seeds.json").read_text())["finetune_heldout_by_seed"]
+    flat = " ".join(text.split())
+    assert "gives held-out " + ", ".join(f"{seeds[k]:.4f}" for k in ("42", "1")) + f" and {seeds['2']:.4f}" in flat
+
+
 def test_readme_eval_figures_are_the_committed_runs():
     """The 8-shot lm-eval ratio and the best zero-shot slot figures in both READMEs are what the runs wrote."""
     ev = json.loads((BENCH / "results" / "eval_throughput.json").read_text())
