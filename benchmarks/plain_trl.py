@@ -9,12 +9,15 @@ Changed from TRL's `SFTConfig()` defaults, each only because it is needed here:
     max_length, seed, logging_steps: set equal to the finetune run being compared.
 Everything else is TRL's default (gradient checkpointing on, padding to the longest
 example in the batch, completion-only loss for prompt/completion data, AdamW torch).
-Prints one JSON line with the metrics.
+Prints one JSON line with the metrics. `--probe PATH` (train_throughput.py) adds benchmarks/common.py's
+peak probe after every step; its time is subtracted by the caller.
 """
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import torch
 from datasets import Dataset
@@ -34,6 +37,7 @@ def main():
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--probe", default=None, help="write common.peak_probe's per-step matmul peaks here")
     args = ap.parse_args()
 
     rows = [json.loads(l) for l in open(args.data)][: args.examples]
@@ -57,8 +61,13 @@ def main():
                        learning_rate=args.lr, per_device_train_batch_size=args.batch,
                        gradient_accumulation_steps=args.grad_accum, max_steps=steps, max_length=args.max_length,
                        seed=42, logging_steps=1)
+    callbacks = []
+    if args.probe:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from common import peak_probe
+        callbacks.append(peak_probe(args.probe))
     trainer = SFTTrainer(model=model, args=config, train_dataset=ds, processing_class=tokenizer,
-                         peft_config=peft_config)
+                         peft_config=peft_config, callbacks=callbacks)
     t0 = time.time()
     result = trainer.train()
     wall = time.time() - t0

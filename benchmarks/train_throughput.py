@@ -8,10 +8,16 @@ examples. Reports real (non-padding) tokens/s, peak RSS, held-out loss after tra
 (64 GSM8K test rows, completion tokens, same code for both models), and MFU against
 this machine's measured fp32 matmul peak. Writes benchmarks/results/train_throughput.json.
 
-The matmul peak of a shared 2-core VM moves by up to 25% within minutes (144-182 GFLOP/s
-in one check), so each side's MFU is taken against the mean of the peaks measured right
-before and right after its own training run; MFU against the highest peak seen in the
-whole benchmark is reported too (`mfu_vs_highest_peak`), the conservative figure.
+The matmul peak of a shared 2-core VM moves by up to 2x within minutes (70 GFLOP/s before a
+4-minute LoRA run, 34 right after it, on 2026-12-03), so both sides train with
+`common.peak_probe`: after every optimizer step, the best of two 2048-cube fp32 products.
+Each side's MFU is against the step-time-weighted mean of its own probes, and its tokens/s
+is over its training time less the probes' (~0.5 s a step). `speedup_at_equal_peak` is the
+tokens/s ratio with each side divided by its own probed peak (the ratio of the MFUs): the
+drift taken out of the ratio. MFU against the highest peak
+seen in the whole benchmark is reported too (`mfu_vs_highest_peak`), the conservative
+figure, and against the mean of the peaks measured right before and right after the run
+(`mfu_before_after`, the figure this script reported before the probe).
 
 Model FLOPs per token (N = linear weights in the blocks, H = the LM head, A = attention
 score/value products 2 * layers * seq * d, c = fraction of tokens that carry a label: the
@@ -37,7 +43,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import GSM8K_RECIPE, LORA_R, METHODS, REPO, machine, matmul_peak_gflops, need_shared, peak_rss_mib  # noqa: E402
+from common import (GSM8K_RECIPE, LORA_R, METHODS, REPO, machine, matmul_peak_gflops, need_shared,  # noqa: E402
+                    peak_probe, peak_rss_mib, probed_mfu)
 
 from finetune.rundir import RunDir  # noqa: E402
 
@@ -97,8 +104,9 @@ def run_pair(method: str, args, work: Path) -> dict:
         dtype="float32", method=METHODS[method], data=data, examples=args.examples, steps=steps,
         batch=args.batch, accum=args.grad_accum, lr=args.lr,
         max_length=args.max_length, out=work / f"ft_{method}", seed=42))
+    probes = {side: work / f"probe_{side}_{method}.json" for side in ("finetune", "plain_trl")}
     peaks = {"finetune": [matmul_peak_gflops()]}
-    ours, ours_rss = peak_rss_mib([sys.executable, "-m", "finetune.cli", "train", str(recipe)])
+    ours, ours_rss = peak_rss_mib([sys.executable, __file__, "--child", str(recipe), str(probes["finetune"])])
     peaks["finetune"].append(matmul_peak_gflops())
     run = RunDir(work / f"ft_{method}")
     manifest = run.manifest()
@@ -109,29 +117,46 @@ def run_pair(method: str, args, work: Path) -> dict:
                                  "--data", str(data), "--examples", str(args.examples), "--method", method,
                                  "--batch", str(args.batch), "--grad-accum", str(args.grad_accum),
                                  "--lr", str(args.lr), "--max-length", str(args.max_length),
-                                 "--out", str(work / f"trl_{method}")])
+                                 "--out", str(work / f"trl_{method}"), "--probe", str(probes["plain_trl"])])
     peaks["plain_trl"].append(matmul_peak_gflops())
     rows = [json.loads(l) for l in open(need_shared("gsm8k/test.jsonl"))][:64]
     ours_w = run.weights_dir(method)
-    result = {"method": method, "examples": args.examples, "steps": steps,
-              "finetune": {"tokens": ours_tokens, "train_s": ours_s, "tokens_per_s": ours_tokens / ours_s,
-                           "peak_rss_mib": ours_rss, "heldout_loss": heldout_loss(str(ours_w), base, rows)},
-              "plain_trl": {"tokens": trl["json"]["tokens"], "train_s": trl["json"]["train_s"],
-                            "tokens_per_s": trl["json"]["tokens"] / trl["json"]["train_s"],
-                            "peak_rss_mib": trl_rss, "heldout_loss": heldout_loss(trl["json"]["weights"], base, rows),
-                            "gradient_checkpointing": trl["json"]["gradient_checkpointing"]}}
     from transformers import AutoModelForCausalLM
     model = AutoModelForCausalLM.from_pretrained(base)
     seq = ours_tokens / args.examples
     fpt = flops_per_token(model, method, seq, manifest["data_stats"]["trained_fraction"])
-    result["flops_per_token"] = fpt
-    result["trained_fraction"] = manifest["data_stats"]["trained_fraction"]
-    for side in ("finetune", "plain_trl"):   # against the peak measured right before and after this side's run
-        peak = sum(peaks[side]) / 2
-        result[side]["peak_gflops_before_after"] = peaks[side]
-        result[side]["mfu"] = fpt * result[side]["tokens_per_s"] / (peak * 1e9)
+    result = {"method": method, "examples": args.examples, "steps": steps, "flops_per_token": fpt,
+              "trained_fraction": manifest["data_stats"]["trained_fraction"],
+              "finetune": {"tokens": ours_tokens, "train_s": ours_s, "peak_rss_mib": ours_rss,
+                           "heldout_loss": heldout_loss(str(ours_w), base, rows)},
+              "plain_trl": {"tokens": trl["json"]["tokens"], "train_s": trl["json"]["train_s"],
+                            "peak_rss_mib": trl_rss, "heldout_loss": heldout_loss(trl["json"]["weights"], base, rows),
+                            "gradient_checkpointing": trl["json"]["gradient_checkpointing"]}}
+    for side in ("finetune", "plain_trl"):
+        r = result[side]
+        r.update(probed_mfu(probes[side], fpt, r["tokens"], r["train_s"]))
+        r["peak_gflops_before_after"] = list(peaks[side])   # the figure before the probe: mean of the two
+        r["mfu_before_after"] = fpt * r["tokens_per_s"] / (sum(peaks[side]) / 2 * 1e9)
+        peaks[side] += [p["peak_gflops"] for p in r["probes"]]
     result["speedup"] = result["finetune"]["tokens_per_s"] / result["plain_trl"]["tokens_per_s"]
+    # the same ratio with each side's tokens/s divided by its own probed peak: the VM's drift taken out
+    result["speedup_at_equal_peak"] = result["finetune"]["mfu"] / result["plain_trl"]["mfu"]
     return result, [p for side in peaks.values() for p in side]
+
+
+def child(recipe: str, probe: str) -> None:
+    """`finetune train RECIPE` in this process, as the command runs it, with the peak probe after every step."""
+    import finetune.train
+    from finetune.recipe import load_recipe
+    from finetune.speed.perf import tune_allocator
+
+    tune_allocator()  # as the finetune command does when it starts
+    make = finetune.train.make_trainer
+
+    def with_probe(*a, callbacks=(), **kw):
+        return make(*a, callbacks=[*callbacks, peak_probe(Path(probe))], **kw)
+    finetune.train.make_trainer = with_probe
+    finetune.train.train(load_recipe(recipe))
 
 
 def main():
@@ -143,7 +168,10 @@ def main():
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--methods", default="lora,freeze")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "train_throughput.json"))
+    ap.add_argument("--child", nargs=2, metavar=("RECIPE", "PROBE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        return child(*args.child)
     args.peak_gflops = matmul_peak_gflops()
     print(f"measured fp32 matmul peak: {args.peak_gflops:.1f} GFLOP/s", flush=True)
     results = []
@@ -154,11 +182,12 @@ def main():
             results.append(r)
             f, t = r["finetune"], r["plain_trl"]
             print(f"{method}: finetune {f['tokens_per_s']:.1f} tok/s vs plain TRL {t['tokens_per_s']:.1f} tok/s "
-                  f"= {r['speedup']:.2f}x | peak RSS {f['peak_rss_mib']:.0f} vs {t['peak_rss_mib']:.0f} MiB | "
+                  f"= {r['speedup']:.2f}x ({r['speedup_at_equal_peak']:.2f}x at equal probed peak) | peak RSS {f['peak_rss_mib']:.0f} vs {t['peak_rss_mib']:.0f} MiB | "
                   f"held-out loss {f['heldout_loss']:.4f} vs {t['heldout_loss']:.4f} | "
-                  f"MFU {100 * f['mfu']:.0f}% vs {100 * t['mfu']:.0f}% (peak before/after each run: "
-                  f"{'/'.join(f'{p:.0f}' for p in f['peak_gflops_before_after'])} and "
-                  f"{'/'.join(f'{p:.0f}' for p in t['peak_gflops_before_after'])} GFLOP/s)", flush=True)
+                  f"MFU {100 * f['mfu']:.0f}% vs {100 * t['mfu']:.0f}% (probed peak {f['probed_peak_gflops']:.0f} and "
+                  f"{t['probed_peak_gflops']:.0f} GFLOP/s, ranges {f['probed_peak_min_max'][0]:.0f}-"
+                  f"{f['probed_peak_min_max'][1]:.0f} and {t['probed_peak_min_max'][0]:.0f}-"
+                  f"{t['probed_peak_min_max'][1]:.0f})", flush=True)
     for r in results:   # against the highest peak seen in the whole benchmark: the conservative figure
         for side in ("finetune", "plain_trl"):
             r[side]["mfu_vs_highest_peak"] = r["flops_per_token"] * r[side]["tokens_per_s"] / (args.peak_gflops * 1e9)

@@ -33,6 +33,31 @@ def test_flops_per_token_orders_methods():
     assert freeze < base_only < full           # backward through 2 of 8 blocks only
 
 
+def test_peak_probe_runs_after_each_step_and_weights_mfu_by_step_time(tmp_path, monkeypatch):
+    import common
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    monkeypatch.setattr(common, "PROBE_N", 64)
+    path = tmp_path / "probe.json"
+    probe, state = common.peak_probe(path), TrainerState()
+    args, control = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none"), TrainerControl()
+    for step in (1, 2, 3):
+        probe.on_step_begin(args, state, control)
+        state.global_step = step
+        probe.on_step_end(args, state, control)
+    probe.on_train_end(args, state, control)
+    steps = json.loads(path.read_text())
+    assert [s["step"] for s in steps] == [1, 2, 3]
+    assert all(s["peak_gflops"] > 0 and s["probe_s"] > 0 and s["step_s"] >= 0 for s in steps)
+    # two steps: 1 s at 100 GFLOP/s and 3 s at 50 -> the weighted peak is 62.5; 10 s of training, 2 of probes
+    path.write_text(json.dumps([{"step": 1, "step_s": 1.0, "peak_gflops": 100.0, "probe_s": 1.0},
+                                {"step": 2, "step_s": 3.0, "peak_gflops": 50.0, "probe_s": 1.0}]))
+    r = common.probed_mfu(path, flops_per_token=1e9, tokens=400, train_s=10.0)
+    assert r["tokens_per_s"] == pytest.approx(50.0) and r["probe_s"] == pytest.approx(2.0)
+    assert r["probed_peak_gflops"] == pytest.approx(62.5) and r["probed_peak_min_max"] == [50.0, 100.0]
+    assert r["mfu"] == pytest.approx(50.0 / 62.5)
+
+
 def test_matmul_peak_is_positive_and_plausible():
     from common import matmul_peak_gflops
     assert 0.1 < matmul_peak_gflops(n=256, seconds=0.2) < 1e6
