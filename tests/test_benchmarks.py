@@ -219,3 +219,20 @@ def test_readme_eval_figures_are_the_committed_runs():
             f"{100 * best['fp32_ceiling_fraction']:.1f}% of the fp32 matmul ceiling ({best['tokens_per_s']:.1f} "
             f"tokens/s)") in main
     assert best["identical_to_generate"]["identical"] == best["identical_to_generate"]["n"]
+
+
+def test_readme_probed_training_table_is_the_committed_run():
+    """benchmarks/README.md's probed-peak training table and the main README's sentence are what the run wrote."""
+    run = json.loads((BENCH / "results" / "train_throughput_avx2.json").read_text())["results"]
+    rows = _table_after((BENCH / "README.md").read_text(), "### Training with the probed peak")
+    assert len(rows) == len(run) == 2
+    main = " ".join((BENCH.parent / "README.md").read_text().split())
+    for row, r in zip(rows, run):
+        f, t = r["finetune"], r["plain_trl"]
+        assert row[0].lower().startswith(r["method"])
+        assert (float(row[1]), float(row[2])) == (round(f["tokens_per_s"], 1), round(t["tokens_per_s"], 1))
+        assert row[3].replace("*", "") == f"{r['speedup']:.2f}x ({r['speedup_at_equal_peak']:.2f}x)"
+        assert row[7].replace("*", "").startswith(f"{100 * f['mfu']:.0f}% / {100 * t['mfu']:.0f}%")
+        assert f"{r['method']} {r['speedup']:.2f}x" in main.lower().replace("freeze-last-2", "freeze")
+    freeze = run[1]["finetune"]
+    assert min(p["peak_gflops"] for p in freeze["probes"]) > 0.95 * freeze["probed_peak_gflops"]  # a stable phase
