@@ -122,6 +122,7 @@ def machine() -> dict:
 
 
 PROBE_N, PROBE_REPS = 2048, 2
+FAST_PHASE = 0.9   # steps whose probe read >= 90% of the run's highest: the machine at full speed
 
 
 def peak_probe(path: Path):
@@ -148,6 +149,10 @@ def peak_probe(path: Path):
             self.steps.append({"step": state.global_step, "step_s": step_s, "peak_gflops": best,
                                "probe_s": time.perf_counter() - t0})
 
+        def on_log(self, args, state, control, logs=None, **kwargs):  # after on_step_end; TRL logs num_tokens
+            if logs and "num_tokens" in logs and self.steps and self.steps[-1]["step"] == state.global_step:
+                self.steps[-1]["num_tokens"] = float(logs["num_tokens"])
+
         def on_train_end(self, args, state, control, **kwargs):
             Path(path).write_text(json.dumps(self.steps))
 
@@ -156,13 +161,24 @@ def peak_probe(path: Path):
 
 def probed_mfu(path: Path, flops_per_token: float, tokens: float, train_s: float) -> dict:
     """Tokens/s over the training time less the probes', and MFU against the step-time-weighted mean of
-    the peaks probed after each step (each step against the machine's speed right after it)."""
+    the peaks probed after each step (each step against the machine's speed right after it). Where every
+    step logged num_tokens: each step's MFU (its tokens over its own time, against its own probe), and
+    `fast_phase`, the MFU over the steps whose probe read >= FAST_PHASE of the highest (step time only,
+    so logging and data loading between steps are not in it)."""
     steps = json.loads(Path(path).read_text())
     probe_s = sum(s["probe_s"] for s in steps)
     step_s = sum(s["step_s"] for s in steps)
     peak = sum(s["step_s"] * s["peak_gflops"] for s in steps) / step_s
     tokens_per_s = tokens / (train_s - probe_s)
     peaks = [s["peak_gflops"] for s in steps]
-    return {"tokens_per_s": tokens_per_s, "probe_s": probe_s, "train_s_less_probes": train_s - probe_s,
-            "probed_peak_gflops": peak, "probed_peak_min_max": [min(peaks), max(peaks)],
-            "mfu": flops_per_token * tokens_per_s / (peak * 1e9), "probes": steps}
+    out = {"tokens_per_s": tokens_per_s, "probe_s": probe_s, "train_s_less_probes": train_s - probe_s,
+           "probed_peak_gflops": peak, "probed_peak_min_max": [min(peaks), max(peaks)],
+           "mfu": flops_per_token * tokens_per_s / (peak * 1e9), "probes": steps}
+    if all("num_tokens" in s for s in steps):  # per step: the step's own tokens against its own probe
+        seen = [0.0] + [s["num_tokens"] for s in steps]
+        for s, before in zip(steps, seen):
+            s["mfu"] = flops_per_token * (s["num_tokens"] - before) / s["step_s"] / (s["peak_gflops"] * 1e9)
+        fast = [(s, b) for s, b in zip(steps, seen) if s["peak_gflops"] >= FAST_PHASE * max(peaks)]
+        out["fast_phase"] = {"steps": len(fast), "of": len(steps), "mfu": flops_per_token * sum(
+            s["num_tokens"] - b for s, b in fast) / sum(s["step_s"] * s["peak_gflops"] * 1e9 for s, _ in fast)}
+    return out

@@ -17,7 +17,10 @@ tokens/s ratio with each side divided by its own probed peak (the ratio of the M
 drift taken out of the ratio. MFU against the highest peak
 seen in the whole benchmark is reported too (`mfu_vs_highest_peak`), the conservative
 figure, and against the mean of the peaks measured right before and right after the run
-(`mfu_before_after`, the figure this script reported before the probe).
+(`mfu_before_after`, the figure this script reported before the probe). `fast_phase`: the
+MFU over the steps whose probe read >= 90% of that run's highest (each step's own tokens and
+time, so without logging and data loading between steps), the figure to read when the VM
+spent part of the run slowed: there the step slows less than the matmul probe does.
 
 Model FLOPs per token (N = linear weights in the blocks, H = the LM head, A = attention
 score/value products 2 * layers * seq * d, c = fraction of tokens that carry a label: the
@@ -180,6 +183,12 @@ def main():
             r, peaks = run_pair(method, args, Path(tmp))
             args.peak_gflops = max(args.peak_gflops, *peaks)
             results.append(r)
+            fast = {side: r[side].get("fast_phase") for side in ("finetune", "plain_trl")}
+            if all(fast.values()):
+                print(f"{method}: fast-phase MFU (steps probed >= 90% of the run's highest peak, step time "
+                      f"only): finetune {100 * fast['finetune']['mfu']:.0f}% over {fast['finetune']['steps']}/"
+                      f"{fast['finetune']['of']} steps, plain TRL {100 * fast['plain_trl']['mfu']:.0f}% over "
+                      f"{fast['plain_trl']['steps']}/{fast['plain_trl']['of']}", flush=True)
             f, t = r["finetune"], r["plain_trl"]
             print(f"{method}: finetune {f['tokens_per_s']:.1f} tok/s vs plain TRL {t['tokens_per_s']:.1f} tok/s "
                   f"= {r['speedup']:.2f}x ({r['speedup_at_equal_peak']:.2f}x at equal probed peak) | peak RSS {f['peak_rss_mib']:.0f} vs {t['peak_rss_mib']:.0f} MiB | "

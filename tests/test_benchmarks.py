@@ -45,9 +45,10 @@ def test_peak_probe_runs_after_each_step_and_weights_mfu_by_step_time(tmp_path, 
         probe.on_step_begin(args, state, control)
         state.global_step = step
         probe.on_step_end(args, state, control)
+        probe.on_log(args, state, control, logs={"loss": 1.0, "num_tokens": 10.0 * step})
     probe.on_train_end(args, state, control)
     steps = json.loads(path.read_text())
-    assert [s["step"] for s in steps] == [1, 2, 3]
+    assert [s["step"] for s in steps] == [1, 2, 3] and [s["num_tokens"] for s in steps] == [10.0, 20.0, 30.0]
     assert all(s["peak_gflops"] > 0 and s["probe_s"] > 0 and s["step_s"] >= 0 for s in steps)
     # two steps: 1 s at 100 GFLOP/s and 3 s at 50 -> the weighted peak is 62.5; 10 s of training, 2 of probes
     path.write_text(json.dumps([{"step": 1, "step_s": 1.0, "peak_gflops": 100.0, "probe_s": 1.0},
@@ -55,7 +56,13 @@ def test_peak_probe_runs_after_each_step_and_weights_mfu_by_step_time(tmp_path, 
     r = common.probed_mfu(path, flops_per_token=1e9, tokens=400, train_s=10.0)
     assert r["tokens_per_s"] == pytest.approx(50.0) and r["probe_s"] == pytest.approx(2.0)
     assert r["probed_peak_gflops"] == pytest.approx(62.5) and r["probed_peak_min_max"] == [50.0, 100.0]
-    assert r["mfu"] == pytest.approx(50.0 / 62.5)
+    assert r["mfu"] == pytest.approx(50.0 / 62.5) and "fast_phase" not in r   # no per-step tokens logged
+    # with per-step tokens (100 then 300): step MFUs 100/(1x100) and 300/(3x50); fast phase = step 1 only
+    path.write_text(json.dumps([{"step": 1, "step_s": 1.0, "peak_gflops": 100.0, "probe_s": 1.0, "num_tokens": 50},
+                                {"step": 2, "step_s": 3.0, "peak_gflops": 50.0, "probe_s": 1.0, "num_tokens": 350}]))
+    r = common.probed_mfu(path, flops_per_token=1e9, tokens=350, train_s=10.0)
+    assert [s["mfu"] for s in r["probes"]] == pytest.approx([0.5, 2.0])
+    assert r["fast_phase"] == {"steps": 1, "of": 2, "mfu": pytest.approx(0.5)}
 
 
 def test_matmul_peak_is_positive_and_plausible():
