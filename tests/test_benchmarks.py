@@ -243,3 +243,13 @@ def test_readme_probed_training_table_is_the_committed_run():
         assert f"{r['method']} {r['speedup']:.2f}x" in main.lower().replace("freeze-last-2", "freeze")
     freeze = run[1]["finetune"]
     assert min(p["peak_gflops"] for p in freeze["probes"]) > 0.95 * freeze["probed_peak_gflops"]  # a stable phase
+
+
+def test_readme_lora_rerun_figures_are_the_committed_run():
+    r = json.loads((BENCH / "results" / "train_throughput_avx2_lora.json").read_text())["results"][0]
+    text = " ".join((BENCH / "README.md").read_text().split())
+    f = r["finetune"]
+    assert (f"finetune **{f['tokens_per_s']:.1f}** vs plain TRL {r['plain_trl']['tokens_per_s']:.1f} tok/s = "
+            f"**{r['speedup']:.2f}x** ({r['speedup_at_equal_peak']:.2f}x at equal probed peak)") in text
+    assert f"**MFU {100 * f['mfu']:.0f}%** against the probed peak" in text
+    assert f"{100 * f['mfu_vs_highest_peak']:.0f}% against the single highest probe" in text
