@@ -121,12 +121,12 @@ def machine() -> dict:
             "capability": torch.backends.cpu.get_cpu_capability()}
 
 
-PROBE_N, PROBE_REPS = 2048, 2
+PROBE_N, PROBE_SECONDS = 2048, 0.2   # a warm-up product, then timed ones for 0.2 s (at least one)
 FAST_PHASE = 0.9   # steps whose probe read >= 90% of the run's highest: the machine at full speed
 
 
 def peak_probe(path: Path):
-    """TrainerCallback: a short fp32 matmul peak probe (best of PROBE_REPS PROBE_N-cube products) after
+    """TrainerCallback: a short fp32 matmul peak probe (`matmul_peak_gflops` over PROBE_SECONDS) after
     every optimizer step, so MFU is taken against the machine's speed while it trained: a shared VM's
     peak moved from 70 to 34 GFLOP/s within one 4-minute run. Writes, at the end of training,
     [{step, step_s, peak_gflops, probe_s}] to `path`; `probed_mfu` reads it."""
@@ -134,18 +134,14 @@ def peak_probe(path: Path):
 
     class PeakProbe(TrainerCallback):
         def __init__(self):
-            self.a, self.b = torch.randn(PROBE_N, PROBE_N), torch.randn(PROBE_N, PROBE_N)
             self.steps, self.t = [], 0.0
 
         def on_step_begin(self, args, state, control, **kwargs):
             self.t = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
-            step_s, t0, best = time.perf_counter() - self.t, time.perf_counter(), 0.0
-            for _ in range(PROBE_REPS):
-                t1 = time.perf_counter()
-                torch.mm(self.a, self.b)
-                best = max(best, 2 * PROBE_N**3 / (time.perf_counter() - t1) / 1e9)
+            step_s, t0 = time.perf_counter() - self.t, time.perf_counter()
+            best = matmul_peak_gflops(PROBE_N, PROBE_SECONDS)
             self.steps.append({"step": state.global_step, "step_s": step_s, "peak_gflops": best,
                                "probe_s": time.perf_counter() - t0})
 

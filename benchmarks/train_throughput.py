@@ -10,7 +10,7 @@ this machine's measured fp32 matmul peak. Writes benchmarks/results/train_throug
 
 The matmul peak of a shared 2-core VM moves by up to 2x within minutes (70 GFLOP/s before a
 4-minute LoRA run, 34 right after it, on 2026-12-03), so both sides train with
-`common.peak_probe`: after every optimizer step, the best of two 2048-cube fp32 products.
+`common.peak_probe`: after every optimizer step, matmul_peak_gflops over 0.2 s (2048-cube, fp32).
 Each side's MFU is against the step-time-weighted mean of its own probes, and its tokens/s
 is over its training time less the probes' (~0.5 s a step). `speedup_at_equal_peak` is the
 tokens/s ratio with each side divided by its own probed peak (the ratio of the MFUs): the
