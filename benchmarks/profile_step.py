@@ -2,6 +2,7 @@
 
     python benchmarks/profile_step.py --method lora            # LoRA r16, step 3 of 4, GSM8K rows, batch 4
     python benchmarks/profile_step.py --method freeze --step 2
+    python benchmarks/profile_step.py --method lora --precision bfloat16   # bf16 autocast (what `auto` picks on a bf16 CPU)
 
 Trains the packaged SmolLM2-135M-Instruct on the first GSM8K train rows as train_throughput.py
 does (fp32, padding-free rows, the project's defaults), profiles the chosen optimizer step
@@ -12,6 +13,7 @@ the unprofiled steps' times are printed beside it. Nothing is written.
 """
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -48,16 +50,20 @@ def main():
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--top", type=int, default=20)
+    ap.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+                    help="what model.dtype auto is pinned to ($FINETUNE_AUTO_PRECISION): fp32, or bf16 autocast")
     args = ap.parse_args()
     if not 1 <= args.step <= args.steps:
         sys.exit(f"--step must be between 1 and --steps ({args.steps})")
 
     import finetune.train
+    from finetune import precision
     from finetune.recipe import load_recipe
     from finetune.speed.perf import tune_allocator
     from finetune.trainer import FinetuneTrainer
 
     tune_allocator()
+    os.environ[precision.PIN_ENV] = args.precision
     step_fn, seen = FinetuneTrainer.training_step, []
 
     def training_step(self, model, inputs, num_items_in_batch=None):
@@ -74,11 +80,12 @@ def main():
         return out
 
     FinetuneTrainer.training_step = training_step
-    print(f"fp32 matmul peak before: {matmul_peak_gflops():.1f} GFLOP/s", flush=True)
+    print(f"fp32 matmul peak before: {matmul_peak_gflops():.1f} GFLOP/s, bf16 "
+          f"{matmul_peak_gflops(dtype=torch.bfloat16):.1f}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         recipe = Path(tmp) / "profile.yaml"
         recipe.write_text(GSM8K_RECIPE.format(
-            dtype="float32", method=METHODS[args.method], data=need_shared("gsm8k/train.jsonl"),
+            dtype="auto", method=METHODS[args.method], data=need_shared("gsm8k/train.jsonl"),
             examples=args.steps * args.batch, steps=args.steps, batch=args.batch, accum=1, lr=2e-4,
             max_length=512, out=Path(tmp) / "run", seed=42))
         finetune.train.train(load_recipe(recipe))

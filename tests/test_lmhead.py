@@ -72,3 +72,48 @@ def test_models_with_scaled_logits_keep_trls_head():
     model = tiny_model()
     model.config.final_logit_softcapping = 30.0
     assert not lmhead.add_compact_lm_head(model)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 16, 512])
+@pytest.mark.parametrize("rows", [1, 5, 33])
+def test_frozen_head_under_autocast_is_autocasts_products_with_fp32_softmax(chunk, rows, monkeypatch):
+    """Under bf16 autocast the two products run in bf16 as autocast runs them (log-probs and input gradient
+    bit-identical to bf16-cast operands), the softmax, entropy and argmax in fp32 on those bf16 logits."""
+    monkeypatch.setattr(lmhead, "CHUNK", chunk)
+    torch.manual_seed(rows)
+    hidden = torch.randn(rows, 24, requires_grad=True)
+    weight = torch.randn(90, 24) / 4
+    target = torch.randint(0, 90, (rows,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logp, entropy, top1 = lmhead._FrozenHeadLogProb.apply(hidden, weight, target)
+    logp.sum().backward()
+
+    w16 = weight.bfloat16()
+    logits = (hidden.detach().bfloat16() @ w16.t()).float()
+    ref = torch.log_softmax(logits.double(), -1)
+    torch.testing.assert_close(logp.double(), ref.gather(-1, target[:, None]).squeeze(-1), rtol=0, atol=1e-5)
+    torch.testing.assert_close(entropy.double(), -(ref.exp() * ref).sum(-1), rtol=0, atol=1e-5)
+    assert torch.equal(top1, logits.argmax(-1) == target)
+    probs = torch.softmax(logits, -1)
+    onehot = torch.nn.functional.one_hot(target, 90).float()
+    want = ((onehot - probs).bfloat16() @ w16).float()  # the gradient autocast's bf16 product gives
+    torch.testing.assert_close(hidden.grad, want, rtol=0, atol=2e-2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the weight stored in bf16: the same numbers exactly
+        again = lmhead._FrozenHeadLogProb.apply(hidden.detach(), w16, target)
+    assert all(torch.equal(a, b) for a, b in zip(again, (logp.detach(), entropy, top1)))
+
+
+def test_frozen_head_weight_is_cast_once_and_again_when_it_changes():
+    cast, weight = lmhead._AutocastWeight(), torch.randn(90, 24)
+    assert cast(weight) is weight, "no autocast: the weight itself"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        first = cast(weight)
+        assert first.dtype == torch.bfloat16 and torch.equal(first, weight.bfloat16())
+        assert cast(weight) is first, "unchanged: the kept copy"
+        with torch.no_grad():
+            weight.mul_(2)                      # an in-place change (its version moves)
+        assert torch.equal(cast(weight), weight.bfloat16())
+        weight.data = torch.randn(90, 24)       # new storage (e.g. precision.cast_for_eval swapping .data)
+        assert torch.equal(cast(weight), weight.bfloat16())
+        other = torch.randn(90, 24)
+        assert torch.equal(cast(other), other.bfloat16()), "another tensor: cast anew"

@@ -259,3 +259,30 @@ def test_finetune_eval_auto_loads_in_the_chosen_dtype(monkeypatch, tiny_dir, tmp
     assert loaded == ["bfloat16", "float32", "bfloat16"]
     for name in ("bf16", "fp32"):
         assert (tmp_path / name / "arith_cot.jsonl").read_text().count("\n") == 2
+
+
+@pytest.mark.parametrize("sizes", [(24,), (7, 12, 5), (1, 1, 22)])
+def test_segment_attention_runs_fp32_under_cpu_autocast(sizes):
+    """Per-example SDPA under CPU bf16 autocast is computed in fp32 (CPU flash attention's fp32 kernels are the
+    faster ones): equal to fp32 SDPA on the same inputs, per example; with FP32_ON_CPU off, autocast's bf16."""
+    from finetune.speed import attention
+
+    torch.manual_seed(len(sizes))
+    q, k = torch.randn(1, 6, 24, 8), torch.randn(1, 2, 24, 8)
+    v = torch.randn(1, 2, 24, 8).bfloat16()                  # v_proj's output is bf16 under autocast
+    pos = torch.cat([torch.arange(n) for n in sizes])[None]
+    module = torch.nn.Module()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = attention.segment_sdpa(module, q, k, v, None, scaling=0.3, position_ids=pos)
+    want = torch.cat([torch.nn.functional.scaled_dot_product_attention(
+        a, b, c, scale=0.3, is_causal=True, enable_gqa=True).transpose(1, 2)
+        for a, b, c in zip(q.split(sizes, 2), k.split(sizes, 2), v.float().split(sizes, 2))], 1)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6)
+    attention.FP32_ON_CPU = False
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out16, _ = attention.segment_sdpa(module, q, k, v, None, scaling=0.3, position_ids=pos)
+    finally:
+        attention.FP32_ON_CPU = True
+    assert out16.dtype == torch.bfloat16

@@ -34,6 +34,7 @@ import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
 from finetune.eval.decode import _has_stop, _sdpa_gqa, common_prefix
+from finetune.eval.grouped import grouped_decode_attention
 
 FILL_TOKENS = 2048  # padded prompt tokens per prefill forward (documents x the longest one's own tokens)
 
@@ -167,7 +168,7 @@ def greedy_continuous(model, tokenizer, prompts: list[list[int]], *, slots: int,
     """Greedy continuation ids for each prompt (up to and including the stopping token), `slots` at a time.
 
     Documents start longest prompt first; `on_done(i, ids)` is called as prompt i finishes."""
-    with _sdpa_gqa():
+    with _sdpa_gqa(), grouped_decode_attention(model):  # bf16 steps on CPU: grouped matmuls (grouped.py)
         return _run(model, tokenizer, prompts, slots, max_new_tokens, eos, until, on_done)
 
 
