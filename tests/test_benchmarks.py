@@ -253,3 +253,25 @@ def test_readme_lora_rerun_figures_are_the_committed_run():
             f"**{r['speedup']:.2f}x** ({r['speedup_at_equal_peak']:.2f}x at equal probed peak)") in text
     assert f"**MFU {100 * f['mfu']:.0f}%** against the probed peak" in text
     assert f"{100 * f['mfu_vs_highest_peak']:.0f}% against the single highest probe" in text
+
+
+def test_readme_bf16_training_table_is_the_committed_runs():
+    """benchmarks/README.md's bf16-vs-fp32 training table (AVX512-BF16 EPYC) and the main README's ratios are
+    what precision.py wrote, before (a08ad01) and after."""
+    rows = _table_after((BENCH / "README.md").read_text(), "### bf16 training on an AVX512-BF16 CPU")
+    runs = {rev: json.loads((BENCH / "results" / name).read_text()) for rev, name in
+            (("a08ad01", "precision_train_epyc_bf16_a08ad01.json"), ("f921aec", "precision_train_epyc_bf16.json"))}
+    assert len(rows) == 4
+    for row in rows:
+        run = runs[row[1]]
+        assert run["revision"] == row[1] and run["machine"]["bf16_flags"] == ["avx512_bf16"]
+        r = run["results"]["lora" if row[0].startswith("LoRA") else "freeze"]
+        assert (float(row[2]), float(row[3])) == (round(r["float32"]["tokens_per_s"], 1),
+                                                  round(r["bfloat16"]["tokens_per_s"], 1))
+        assert row[4].replace("*", "") == f"{r['tokens_per_s_ratio']:.2f}x"
+        assert row[5] == f"{r['float32']['heldout_loss_fp32']:.4f} / {r['bfloat16']['heldout_loss_fp32']:.4f}"
+        assert abs(r["heldout_loss_diff"]) < 0.01
+    after = runs["f921aec"]["results"]
+    main = " ".join((BENCH.parent / "README.md").read_text().split())
+    assert (f"LoRA {after['lora']['tokens_per_s_ratio']:.2f}x and freeze-last-2 "
+            f"{after['freeze']['tokens_per_s_ratio']:.2f}x fp32's training tokens/s") in main
