@@ -275,3 +275,16 @@ def test_readme_bf16_training_table_is_the_committed_runs():
     main = " ".join((BENCH.parent / "README.md").read_text().split())
     assert (f"LoRA {after['lora']['tokens_per_s_ratio']:.2f}x and freeze-last-2 "
             f"{after['freeze']['tokens_per_s_ratio']:.2f}x fp32's training tokens/s") in main
+
+
+def test_readme_grouped_decode_table_is_the_committed_run():
+    run = json.loads((BENCH / "results" / "grouped_decode.json").read_text())
+    rows = _table_after((BENCH / "README.md").read_text(), "(`results/grouped_decode.json`)")
+    r = run["results"]
+    assert [float(row[1]) for row in rows] == [r[v]["tokens_per_s"] for v in ("fp32", "bf16-grouped", "bf16-sdpa")]
+    assert [row[3] for row in rows] == [f"{100 * r[v]['fp32_ceiling_fraction']:.1f}%"
+                                        for v in ("fp32", "bf16-grouped", "bf16-sdpa")]
+    text = " ".join((BENCH / "README.md").read_text().split())
+    ratio = r["bf16-grouped"]["tokens_per_s"] / r["bf16-sdpa"]["tokens_per_s"]
+    assert f"Grouped is **{ratio:.2f}x** bf16 through sdpa" in text
+    assert all(v["same_ids_both_passes"] for v in r.values()) and run["machine"]["bf16_flags"] == ["avx512_bf16"]
