@@ -33,7 +33,7 @@ _NEEDS = ("AttentionInterface, masking_utils.AttentionMaskInterface and sdpa_mas
           "integrations.sdpa_attention.sdpa_attention_forward, PreTrainedModel.set_attn_implementation")
 
 
-def registries():
+def _registries():
     """transformers' attention and mask registries and its sdpa mask; None where they cannot be imported."""
     try:
         from transformers import AttentionInterface
@@ -60,7 +60,7 @@ def segment_sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling
              and kwargs.get("softcap") is None and not kwargs.get("sliding_window")
              and not kwargs.get("output_attentions"))
     if not (packed_row and plain):
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward  # checked by registries
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward  # checked by _registries
 
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, position_ids=position_ids, **kwargs)
@@ -94,7 +94,7 @@ def attention_function(model, name: str, function, what: str):
     if before != "sdpa":
         yield False
         return
-    found = registries()
+    found = _registries()
     if found is None or not hasattr(model, "set_attn_implementation"):
         fallback(what, "transformers", _NEEDS)
         yield False
